@@ -1,0 +1,25 @@
+# Two entry points do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tfprune-installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv demo test bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[cpu,test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/python -m tfprune.demo
+
+test: venv
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo_output

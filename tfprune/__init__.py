@@ -1,0 +1,1 @@
+"""tfprune: magnitude and structured pruning for Keras 3."""

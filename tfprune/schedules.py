@@ -1,0 +1,192 @@
+"""Pruning schedules: for a training step, "prune now?" and "to what sparsity?".
+
+The two classes mirror tfmot's `PolynomialDecay` and `ConstantSparsity` step for
+step, so a tfmot user gets identical masks-update steps and sparsity targets.
+
+Example:
+    >>> schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)
+    >>> should_prune, sparsity = schedule(100)
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+def _check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+        hasattr(value, "__index__") and not isinstance(value, float)
+    ):
+        raise ValueError(f"`{name}` must be an integer; received {value!r}.")
+    return int(value)
+
+
+def _check_sparsity(name: str, value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number in [0, 1); received {value!r}.") from None
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be in the range [0, 1); received {value}.")
+    return value
+
+
+def _check_steps(begin_step: Any, end_step: Any, frequency: Any, allow_end_minus_one: bool) -> tuple[int, int, int]:
+    begin_step = _check_int("begin_step", begin_step)
+    end_step = _check_int("end_step", end_step)
+    frequency = _check_int("frequency", frequency)
+    if begin_step < 0:
+        raise ValueError(f"`begin_step` must be >= 0; received {begin_step}.")
+    if end_step == -1 and not allow_end_minus_one:
+        raise ValueError("`end_step` must be a step >= begin_step for this schedule; -1 is not allowed.")
+    if end_step != -1:
+        if end_step < 0:
+            raise ValueError(f"`end_step` must be -1 (never stop) or >= 0; received {end_step}.")
+        if end_step < begin_step:
+            raise ValueError(
+                f"`end_step` ({end_step}) must be >= `begin_step` ({begin_step}), or -1 to prune until training stops."
+            )
+    if frequency <= 0:
+        raise ValueError(f"`frequency` must be > 0; received {frequency}.")
+    return begin_step, end_step, frequency
+
+
+class PruningSchedule(abc.ABC):
+    """Base class: `schedule(step) -> (should_prune, sparsity)` as tensors.
+
+    Subclasses implement `__call__` and `get_config`; both results must be
+    computable inside `tf.function` (and under XLA).
+    """
+
+    @abc.abstractmethod
+    def __call__(self, step: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns `(should_prune: bool tensor, sparsity: float32 tensor)` for `step`."""
+
+    @abc.abstractmethod
+    def get_config(self) -> dict:
+        """Returns the constructor arguments."""
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PruningSchedule":
+        """Rebuilds a schedule from `get_config()` output."""
+        return cls(**config)
+
+    @staticmethod
+    def _should_prune_in_step(step: Any, begin_step: int, end_step: int, frequency: int) -> tf.Tensor:
+        step = tf.cast(step, tf.int64)
+        in_range = tf.logical_and(
+            tf.greater_equal(step, begin_step),
+            tf.logical_or(tf.less_equal(step, end_step), tf.less(tf.constant(end_step, tf.int64), 0)),
+        )
+        is_turn = tf.equal(tf.math.floormod(step - begin_step, frequency), 0)
+        return tf.logical_and(in_range, is_turn)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class ConstantSparsity(PruningSchedule):
+    """Prunes to `target_sparsity` every `frequency` steps in `[begin_step, end_step]`.
+
+    Example:
+        >>> ConstantSparsity(0.5, begin_step=0, frequency=100)(200)  # (True, 0.5)
+    """
+
+    def __init__(self, target_sparsity: float, begin_step: int, end_step: int = -1, frequency: int = 100):
+        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
+        self.begin_step, self.end_step, self.frequency = _check_steps(begin_step, end_step, frequency, True)
+
+    def __call__(self, step: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        return (
+            self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency),
+            tf.constant(self.target_sparsity, dtype=tf.float32),
+        )
+
+    def get_config(self) -> dict:
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PolynomialDecay(PruningSchedule):
+    """Sparsity rises from `initial_sparsity` to `final_sparsity` between `begin_step` and `end_step`.
+
+    `sparsity(t) = final + (initial - final) * (1 - p) ** power`, with
+    `p = clip((t - begin_step) / (end_step - begin_step), 0, 1)`; masks are
+    updated when `(t - begin_step) % frequency == 0` inside the window.
+
+    Example:
+        >>> PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000, frequency=100)(500)
+    """
+
+    def __init__(
+        self,
+        initial_sparsity: float,
+        final_sparsity: float,
+        begin_step: int,
+        end_step: int,
+        power: float = 3,
+        frequency: int = 100,
+    ):
+        self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
+        self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        self.begin_step, self.end_step, self.frequency = _check_steps(begin_step, end_step, frequency, False)
+        if isinstance(power, bool) or not isinstance(power, (int, float)):
+            raise ValueError(f"`power` must be a number; received {power!r}.")
+        self.power = power
+
+    def __call__(self, step: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        span = self.end_step - self.begin_step
+        # A zero-length window jumps straight to the final sparsity (p = 1 from begin_step on).
+        progress = tf.cast(tf.cast(step, tf.int64) - self.begin_step, tf.float32) / (span if span else 1e-30)
+        progress = tf.minimum(1.0, tf.maximum(0.0, progress))
+        sparsity = (self.initial_sparsity - self.final_sparsity) * tf.pow(1.0 - progress, self.power)
+        sparsity = sparsity + self.final_sparsity
+        return self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency), sparsity
+
+    def get_config(self) -> dict:
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
+
+
+def serialize(schedule: PruningSchedule) -> dict:
+    """Serializes a schedule to a plain dict (`{"class_name", "config"}`)."""
+    return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+
+
+_BUILTIN = {"ConstantSparsity": ConstantSparsity, "PolynomialDecay": PolynomialDecay}
+
+
+def deserialize(config: dict) -> PruningSchedule:
+    """Inverse of `serialize`; custom schedules resolve through Keras' registry."""
+    if isinstance(config, PruningSchedule):
+        return config
+    name = config.get("class_name")
+    cls = _BUILTIN.get(name) or keras.saving.get_registered_object(name) or keras.saving.get_registered_object(
+        f"tfprune>{name}"
+    )
+    if cls is None:
+        raise ValueError(
+            f"Unknown pruning schedule {name!r}: register it with "
+            "`@keras.saving.register_keras_serializable()` before loading."
+        )
+    return cls.from_config(config["config"])
