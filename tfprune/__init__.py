@@ -1,1 +1,32 @@
 """tfprune: magnitude and structured pruning for Keras 3."""
+
+from tfprune import masks
+from tfprune.callbacks import PruningSummaries, UpdatePruningStep, format_sparsity_table, sparsity_report
+from tfprune.hparams import ContribSchedule, PruningHParams, get_pruning_hparams
+from tfprune.prune import collect_wrappers, prune_low_magnitude, prune_scope, strip_pruning
+from tfprune.registry import PrunableLayer, UnsupportedLayerError
+from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tfprune.wrapper import PruneLowMagnitude
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConstantSparsity",
+    "ContribSchedule",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruneLowMagnitude",
+    "PruningHParams",
+    "PruningSchedule",
+    "PruningSummaries",
+    "UnsupportedLayerError",
+    "UpdatePruningStep",
+    "collect_wrappers",
+    "format_sparsity_table",
+    "get_pruning_hparams",
+    "masks",
+    "prune_low_magnitude",
+    "prune_scope",
+    "sparsity_report",
+    "strip_pruning",
+]

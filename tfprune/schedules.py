@@ -70,6 +70,14 @@ class PruningSchedule(abc.ABC):
     def get_config(self) -> dict:
         """Returns the constructor arguments."""
 
+    #: True when `should_update` depends on the step of the last mask update.
+    uses_last_update_step = False
+
+    def should_update(self, step: Any, last_update_step: Any) -> tf.Tensor:
+        """Whether masks are recomputed at `step` (default: the first element of `self(step)`)."""
+        del last_update_step
+        return self(step)[0]
+
     @classmethod
     def from_config(cls, config: dict) -> "PruningSchedule":
         """Rebuilds a schedule from `get_config()` output."""

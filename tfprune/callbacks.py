@@ -1,0 +1,165 @@
+"""Keras callbacks: initialize the pruning step, and write sparsity summaries.
+
+Example:
+    >>> model.fit(x, y, callbacks=[UpdatePruningStep(), PruningSummaries("logs")])
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfprune.prune import collect_wrappers
+
+
+class UpdatePruningStep(keras.callbacks.Callback):
+    """Required in `fit`: starts the pruning step, re-applies masks at each epoch end.
+
+    The step lives in each wrapper's `pruning_step` variable (saved with the model), so
+    training resumed from a checkpoint continues the schedule where it stopped. Each training
+    call of a wrapper advances its step by one; the first training batch is step 1.
+
+    Custom training loop:
+        >>> step_callback = UpdatePruningStep()
+        >>> step_callback.set_model(model)
+        >>> step_callback.on_train_begin()
+        >>> for x, y in dataset:
+        ...     with tf.GradientTape() as tape:
+        ...         loss = loss_fn(y, model(x, training=True))
+        ...     ...apply gradients...
+        >>> step_callback.on_epoch_end(0)  # optional: zero stored pruned weights
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrappers: list = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.wrappers = collect_wrappers(self.model)
+        for wrapper in self.wrappers:
+            if wrapper.built and int(keras.ops.convert_to_numpy(wrapper.pruning_step)) < 0:
+                wrapper.pruning_step.assign(0)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for wrapper in self.wrappers:
+            if wrapper.built:
+                wrapper.apply_masks()
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def sparsity_report(model: keras.layers.Layer) -> list[dict]:
+    """Per pruned weight: layer, weight, shape, size, zeros in the mask, sparsity, threshold, target."""
+    rows = []
+    for wrapper in collect_wrappers(model):
+        if not wrapper.built:
+            continue
+        targets = wrapper.target_sparsities()
+        for label, mask, threshold, target in zip(wrapper.weight_labels, wrapper.masks, wrapper.thresholds, targets):
+            mask_value = _numpy(mask)
+            zeros = int(mask_value.size - np.count_nonzero(mask_value))
+            rows.append(
+                {
+                    "layer": wrapper.layer.name,
+                    "weight": label,
+                    "shape": list(mask_value.shape),
+                    "size": int(mask_value.size),
+                    "zeros": zeros,
+                    "sparsity": zeros / max(mask_value.size, 1),
+                    "threshold": float(_numpy(threshold)),
+                    "target_sparsity": float(_numpy(target)),
+                    "step": int(_numpy(wrapper.pruning_step)),
+                }
+            )
+    return rows
+
+
+def format_sparsity_table(rows: list[dict]) -> str:
+    """A readable per-weight sparsity table with a total line."""
+    header = f"{'layer/weight':<40} {'shape':>18} {'params':>10} {'zeros':>10} {'sparsity':>9}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        name = f"{row['layer']}/{row['weight']}"
+        lines.append(
+            f"{name:<40} {str(tuple(row['shape'])):>18} {row['size']:>10} {row['zeros']:>10} {row['sparsity']:>8.1%}"
+        )
+    total = sum(r["size"] for r in rows)
+    zeros = sum(r["zeros"] for r in rows)
+    lines.append("-" * len(header))
+    lines.append(f"{'total (pruned weights)':<40} {'':>18} {total:>10} {zeros:>10} {zeros / max(total, 1):>8.1%}")
+    return "\n".join(lines)
+
+
+class PruningSummaries(keras.callbacks.Callback):
+    """Writes TensorBoard scalars of pruning progress.
+
+    Per pruned weight: `<layer>/<weight>/sparsity`, `<layer>/<weight>/threshold` and
+    `<layer>/<weight>/target_sparsity`; for the model: `model/sparsity` (zeros over all pruned
+    weights) and `model/target_sparsity` (size-weighted scheduled target). The summary step is
+    the pruning step.
+
+    Args:
+        log_dir: directory for the event files.
+        update_freq: 'epoch', 'batch', or an integer N (every N batches).
+
+    Example:
+        >>> model.fit(x, y, callbacks=[UpdatePruningStep(), PruningSummaries("logs/prune")])
+    """
+
+    def __init__(self, log_dir: str, update_freq: str | int = "epoch") -> None:
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
+            raise ValueError(f"`log_dir` must be a non-empty path; received {log_dir!r}.")
+        if update_freq not in ("epoch", "batch") and not (
+            isinstance(update_freq, int) and not isinstance(update_freq, bool) and update_freq > 0
+        ):
+            raise ValueError(f"`update_freq` must be 'epoch', 'batch' or a positive integer; received {update_freq!r}.")
+        self.log_dir = str(log_dir)
+        self.update_freq = 1 if update_freq == "batch" else update_freq
+        self._writer = None
+        self._batches = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not collect_wrappers(self.model):
+            raise ValueError(
+                "PruningSummaries found no pruning wrappers in the model: prune it with "
+                "tfprune.prune_low_magnitude first."
+            )
+        os.makedirs(self.log_dir, exist_ok=True)
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._batches += 1
+        if isinstance(self.update_freq, int) and self._batches % self.update_freq == 0:
+            self.write_summaries()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.update_freq == "epoch":
+            self.write_summaries()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def write_summaries(self) -> None:
+        """Writes one set of scalars at the current pruning step."""
+        rows = sparsity_report(self.model)
+        if not rows or self._writer is None:
+            return
+        step = max(r["step"] for r in rows)
+        with self._writer.as_default(step=step):
+            for row in rows:
+                prefix = f"{row['layer']}/{row['weight']}"
+                tf.summary.scalar(f"{prefix}/sparsity", row["sparsity"])
+                tf.summary.scalar(f"{prefix}/threshold", row["threshold"])
+                tf.summary.scalar(f"{prefix}/target_sparsity", row["target_sparsity"])
+            total = sum(r["size"] for r in rows)
+            tf.summary.scalar("model/sparsity", sum(r["zeros"] for r in rows) / total)
+            tf.summary.scalar("model/target_sparsity", sum(r["target_sparsity"] * r["size"] for r in rows) / total)
+        self._writer.flush()

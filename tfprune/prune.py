@@ -1,0 +1,252 @@
+"""Public entry points: `prune_low_magnitude`, `strip_pruning`, `prune_scope`.
+
+Example:
+    >>> pruned = prune_low_magnitude(model, pruning_schedule=PolynomialDecay(0.0, 0.8, 0, 1000))
+    >>> pruned.compile(...); pruned.fit(x, y, callbacks=[UpdatePruningStep()])
+    >>> plain = strip_pruning(pruned)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import keras
+
+from tfprune import registry
+from tfprune.hparams import PruningHParams, as_hparams
+from tfprune.schedules import ConstantSparsity, PruningSchedule
+from tfprune.wrapper import PruneLowMagnitude, validate_block_size, validate_m_by_n, validate_pooling
+
+
+def _is_graph_model(model: Any) -> bool:
+    """Sequential and functional models (which can be cloned layer by layer)."""
+    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or (
+        isinstance(model, keras.Model) and getattr(model, "_is_graph_network", False)
+    )
+
+
+def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A new layer of the same class and config (weights copied later)."""
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _clone_graph_model(model: keras.Model, transform: Any) -> keras.Model:
+    """Clones a Sequential/functional model, mapping each layer through `transform(layer) -> new layer`,
+    then copies the original weights into every new layer that did not receive them yet."""
+    if not model.built:
+        raise ValueError(
+            f"Model '{model.name}' is not built: give it an `Input` (or call `model.build(input_shape)`) "
+            "before pruning, so that every layer has its weights."
+        )
+    pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, bool]] = []
+
+    def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
+        new_layer, has_weights = transform(layer)
+        pairs.append((layer, new_layer, has_weights))
+        return new_layer
+
+    clone = keras.models.clone_model(model, clone_function=clone_function)
+    for old, new, has_weights in pairs:
+        if has_weights:
+            continue
+        if isinstance(new, PruneLowMagnitude) and not isinstance(old, PruneLowMagnitude):
+            new.layer.set_weights(old.get_weights())
+        else:
+            new.set_weights(old.get_weights())
+    if getattr(model, "optimizer", None) is not None and getattr(model, "compiled", False):
+        pass  # like keras.models.clone_model, the clone is returned uncompiled
+    return clone
+
+
+def _check_params(
+    pruning_schedule: Any, block_size: Any, block_pooling_type: Any, pruning_hparams: Any, sparsity_m_by_n: Any
+) -> dict:
+    if pruning_schedule is not None and not isinstance(pruning_schedule, PruningSchedule):
+        raise ValueError(
+            "`pruning_schedule` must be a tfprune.PruningSchedule such as tfprune.PolynomialDecay(...); "
+            f"received {type(pruning_schedule).__name__}."
+        )
+    if pruning_hparams is not None and pruning_schedule is not None:
+        raise ValueError("Pass either `pruning_schedule` or `pruning_hparams`, not both.")
+    return {
+        "pruning_schedule": pruning_schedule if pruning_schedule is not None else ConstantSparsity(0.5, 0),
+        "block_size": validate_block_size(block_size),
+        "block_pooling_type": validate_pooling(block_pooling_type),
+        "pruning_hparams": None if pruning_hparams is None else as_hparams(pruning_hparams),
+        "sparsity_m_by_n": validate_m_by_n(sparsity_m_by_n),
+    }
+
+
+def prune_low_magnitude(
+    to_prune: Any,
+    pruning_schedule: PruningSchedule | None = None,
+    block_size: tuple[int, int] = (1, 1),
+    block_pooling_type: str = "AVG",
+    pruning_hparams: PruningHParams | str | dict | None = None,
+    sparsity_m_by_n: tuple[int, int] | None = None,
+    global_pruning: bool = False,
+    max_layer_sparsity: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Wraps a layer, a list of layers, or every prunable layer of a model for magnitude pruning.
+
+    Args:
+        to_prune: a `keras.layers.Layer`, a list of layers, or a built Sequential or functional
+            model (nested models included). Models are cloned: the original keeps its weights.
+            A single layer is wrapped as is (its weights are shared with the wrapper), which is
+            how layers inside subclassed models are pruned.
+        pruning_schedule: a `PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0)`.
+        block_size: `(height, width)` blocks pruned as a whole (weights seen as 2-D).
+        block_pooling_type: 'AVG' or 'MAX', how a block's magnitude is pooled.
+        pruning_hparams: contrib hyper-parameters (`PruningHParams`, `"k=v,..."` or dict) used
+            instead of `pruning_schedule`, `block_size` and `block_pooling_type`.
+        sparsity_m_by_n: `(M, N)`: keep at most M non-zeros in every N consecutive input channels.
+        global_pruning: rank all pruned weights of the model together (one threshold).
+        max_layer_sparsity: with `global_pruning`, the most any one weight may be pruned.
+
+    Returns:
+        The wrapped layer(s) or a new model with `PruneLowMagnitude` wrappers.
+
+    Example:
+        >>> pruned = prune_low_magnitude(model, pruning_hparams="target_sparsity=0.8,sparsity_function_end_step=500")
+    """
+    params = _check_params(pruning_schedule, block_size, block_pooling_type, pruning_hparams, sparsity_m_by_n)
+    params.update(kwargs)
+    if global_pruning or max_layer_sparsity is not None:
+        from tfprune import global_pruning as global_lib
+
+        return global_lib.prune_globally(to_prune, params, max_layer_sparsity=max_layer_sparsity)
+
+    if isinstance(to_prune, (list, tuple)):
+        return [prune_low_magnitude(layer, **_public(params)) for layer in to_prune]
+    if isinstance(to_prune, keras.Model):
+        if not _is_graph_model(to_prune):
+            raise ValueError(
+                f"Model '{to_prune.name}' is a subclassed model, which cannot be cloned layer by layer. "
+                "Wrap its layers inside the model instead: `self.dense = tfprune.prune_low_magnitude("
+                "keras.layers.Dense(10))` in `__init__`."
+            )
+        return _prune_graph_model(to_prune, params)
+    if isinstance(to_prune, keras.layers.Layer):
+        if isinstance(to_prune, PruneLowMagnitude):
+            return to_prune
+        return PruneLowMagnitude(to_prune, **params)
+    raise ValueError(
+        "`to_prune` must be a keras.layers.Layer, a list of layers, or a Sequential/functional keras.Model; "
+        f"received {type(to_prune).__name__}."
+    )
+
+
+def _public(params: dict) -> dict:
+    return dict(params)
+
+
+def _prune_graph_model(model: keras.Model, params: dict) -> keras.Model:
+    unsupported = [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, (PruneLowMagnitude, keras.Model, keras.layers.InputLayer))
+        and not registry.is_prunable(layer)
+        and not registry.is_pass_through(layer)
+    ]
+    if unsupported:
+        raise registry.UnsupportedLayerError(registry.unsupported_message(unsupported[0]))
+
+    def transform(layer: keras.layers.Layer) -> tuple[keras.layers.Layer, bool]:
+        if isinstance(layer, keras.Model) and _is_graph_model(layer):
+            return _prune_graph_model(layer, params), True
+        if isinstance(layer, PruneLowMagnitude):
+            copy = PruneLowMagnitude.from_config(layer.get_config())
+            return copy, False
+        if registry.is_prunable(layer):
+            return PruneLowMagnitude(_copy_layer(layer), **params), False
+        return _copy_layer(layer), False
+
+    return _clone_graph_model(model, transform)
+
+
+def _stripped_layer(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
+    layer = keras.layers.deserialize(keras.layers.serialize(wrapper.layer))
+    if not layer.built:
+        layer.build_from_config(wrapper.layer.get_build_config())
+    layer.set_weights(wrapper.masked_weight_values())
+    return layer
+
+
+def strip_pruning(model: Any) -> Any:
+    """Removes pruning wrappers: plain layers of the original classes and names, masks baked in.
+
+    Sequential and functional models (nested included) are cloned; a subclassed model is
+    stripped in place (its wrapper attributes are replaced by the plain layers) and returned.
+    A single wrapper returns its plain layer.
+
+    Example:
+        >>> plain = strip_pruning(pruned_model)
+        >>> plain.save("model.keras")  # loads without tfprune
+    """
+    if isinstance(model, PruneLowMagnitude):
+        return _stripped_layer(model)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`strip_pruning` expects a keras.Model or a PruneLowMagnitude; received {type(model).__name__}.")
+    if _is_graph_model(model):
+
+        def transform(layer: keras.layers.Layer) -> tuple[keras.layers.Layer, bool]:
+            if isinstance(layer, PruneLowMagnitude):
+                return _stripped_layer(layer), True
+            if isinstance(layer, keras.Model) and _is_graph_model(layer):
+                return strip_pruning(layer), True
+            return _copy_layer(layer), False
+
+        return _clone_graph_model(model, transform)
+    _strip_in_place(model)
+    return model
+
+
+def _strip_in_place(parent: keras.layers.Layer) -> None:
+    for name, value in list(vars(parent).items()):
+        if name.startswith("_") and name not in ("_layers",):
+            continue
+        if isinstance(value, PruneLowMagnitude):
+            plain = value.layer
+            plain.set_weights(value.masked_weight_values())
+            delattr(parent, name)
+            setattr(parent, name, plain)
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, PruneLowMagnitude) for v in value):
+            new_items = []
+            for item in value:
+                if isinstance(item, PruneLowMagnitude):
+                    item.layer.set_weights(item.masked_weight_values())
+                    item = item.layer
+                elif isinstance(item, keras.layers.Layer):
+                    _strip_in_place(item)
+                new_items.append(item)
+            delattr(parent, name)
+            setattr(parent, name, type(value)(new_items) if isinstance(value, tuple) else new_items)
+        elif isinstance(value, keras.layers.Layer) and value is not parent:
+            _strip_in_place(value)
+
+
+@contextlib.contextmanager
+def prune_scope() -> Iterator[None]:
+    """Kept for tfmot users: tfprune's classes are registered, so loading needs no scope.
+
+    Example:
+        >>> with prune_scope():
+        ...     model = keras.models.load_model("pruned.keras")
+    """
+    with keras.saving.custom_object_scope({"PruneLowMagnitude": PruneLowMagnitude}):
+        yield
+
+
+def collect_wrappers(model: keras.layers.Layer) -> list[PruneLowMagnitude]:
+    """All `PruneLowMagnitude` wrappers in a model, nested and subclassed models included."""
+    if isinstance(model, PruneLowMagnitude):
+        return [model]
+    found: list[PruneLowMagnitude] = []
+    seen: set[int] = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, PruneLowMagnitude) and id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found

@@ -1,0 +1,308 @@
+"""The Keras layer that applies magnitude masks to a wrapped layer's weights.
+
+`PruneLowMagnitude` owns, per prunable weight, a `mask` and a `threshold`, plus a
+`pruning_step` and the step of the last mask update. In training calls it
+advances the step, recomputes masks when the schedule says so, and runs the
+wrapped layer with `weight * mask` substituted for each pruned weight, so pruned
+weights receive no gradient. Stored weights are zeroed at pruned positions at
+every mask update and whenever the layer is saved.
+
+Use `tfprune.prune_low_magnitude` rather than this class directly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfprune import masks as mask_lib
+from tfprune import registry
+from tfprune.hparams import PruningHParams, as_hparams
+from tfprune.schedules import ConstantSparsity, PruningSchedule, deserialize, serialize
+
+MISSING_CALLBACK_MESSAGE = (
+    "Pruning step is not initialized: add `tfprune.UpdatePruningStep()` to the callbacks of `model.fit`, "
+    "or in a custom training loop call `UpdatePruningStep().set_model(model)` and `.on_train_begin()` "
+    "before the first training step."
+)
+
+
+def _safe_name(label: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", label)
+
+
+def validate_block_size(block_size: Any) -> tuple[int, int]:
+    """Checks a `(height, width)` block; -1 means the whole dimension."""
+    try:
+        height, width = (int(d) for d in block_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"`block_size` must be a pair of integers (height, width); received {block_size!r}.") from None
+    for dim in (height, width):
+        if dim == 0 or dim < -1:
+            raise ValueError(f"`block_size` dims must be -1 (whole dimension) or >= 1; received {block_size!r}.")
+    return height, width
+
+
+def validate_pooling(pooling: Any) -> str:
+    """Checks a block pooling type ('AVG' or 'MAX')."""
+    value = str(pooling).upper()
+    if value not in ("AVG", "MAX"):
+        raise ValueError(f"`block_pooling_type` must be 'AVG' or 'MAX'; received {pooling!r}.")
+    return value
+
+
+def validate_m_by_n(m_by_n: Any) -> tuple[int, int] | None:
+    """Checks an `(M, N)` pattern: at most M non-zeros in every N consecutive weights."""
+    if m_by_n is None:
+        return None
+    try:
+        m, n = (int(v) for v in m_by_n)
+    except (TypeError, ValueError):
+        raise ValueError(f"`sparsity_m_by_n` must be a pair (M, N) such as (2, 4); received {m_by_n!r}.") from None
+    if not 0 < m < n:
+        raise ValueError(f"`sparsity_m_by_n` must satisfy 0 < M < N; received {m_by_n!r}.")
+    return m, n
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a prunable layer and prunes its weights by magnitude during training.
+
+    Example:
+        >>> dense = PruneLowMagnitude(keras.layers.Dense(10), ConstantSparsity(0.5, 0))
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        pruning_schedule: PruningSchedule | dict | None = None,
+        block_size: tuple[int, int] = (1, 1),
+        block_pooling_type: str = "AVG",
+        pruning_hparams: PruningHParams | str | dict | None = None,
+        sparsity_m_by_n: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(
+                f"PruneLowMagnitude wraps a keras.layers.Layer; received {type(layer).__name__}: {layer!r}."
+            )
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(f"Layer '{layer.layer.name}' is already wrapped for pruning; wrap it only once.")
+        if not registry.is_prunable(layer):
+            raise registry.UnsupportedLayerError(registry.unsupported_message(layer))
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        kwargs["autocast"] = False  # weights and masks are read in their own dtype
+        super().__init__(layer, **kwargs)
+        if pruning_schedule is None:
+            pruning_schedule = ConstantSparsity(0.5, begin_step=0)
+        elif isinstance(pruning_schedule, dict):
+            pruning_schedule = deserialize(pruning_schedule)
+        if not isinstance(pruning_schedule, PruningSchedule):
+            raise ValueError(
+                "`pruning_schedule` must be a tfprune.PruningSchedule (e.g. tfprune.PolynomialDecay); "
+                f"received {type(pruning_schedule).__name__}."
+            )
+        self.pruning_schedule = pruning_schedule
+        self.pruning_hparams = None if pruning_hparams is None else as_hparams(pruning_hparams)
+        self.block_size = validate_block_size(block_size)
+        self.block_pooling_type = validate_pooling(block_pooling_type)
+        self.sparsity_m_by_n = validate_m_by_n(sparsity_m_by_n)
+        if self.sparsity_m_by_n and self.block_size != (1, 1):
+            raise ValueError("`sparsity_m_by_n` cannot be combined with `block_size`; choose one structure.")
+
+    # Building -------------------------------------------------------------------------
+    def build(self, input_shape: Any = None) -> None:
+        if not self.layer.built:
+            if isinstance(self.layer, keras.layers.MultiHeadAttention):
+                self.layer.build(input_shape, input_shape)
+            else:
+                self.layer.build(input_shape)
+        pairs = registry.prunable_weights(self.layer)
+        self.weight_labels = [label for label, _ in pairs]
+        self.pruned_weights = [variable for _, variable in pairs]
+        self.masks, self.thresholds = [], []
+        for label, variable in pairs:
+            name = _safe_name(label)
+            self.masks.append(
+                self.add_weight(
+                    name=f"{name}_mask",
+                    shape=variable.shape,
+                    dtype=variable.dtype,
+                    initializer="ones",
+                    trainable=False,
+                    aggregation="only_first_replica",
+                )
+            )
+            self.thresholds.append(
+                self.add_weight(
+                    name=f"{name}_threshold",
+                    shape=(),
+                    dtype="float32",
+                    initializer="zeros",
+                    trainable=False,
+                    aggregation="only_first_replica",
+                )
+            )
+        self.pruning_step = self.add_weight(
+            name="pruning_step",
+            shape=(),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.last_update_step = self.add_weight(
+            name="last_update_step",
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self._resolve_per_weight_settings()
+        self.built = True
+
+    def _resolve_per_weight_settings(self) -> None:
+        """Schedule, threshold decay and block shape of each pruned weight."""
+        self.weight_paths = [f"{self.layer.name}/{label}" for label in self.weight_labels]
+        if self.pruning_hparams is not None:
+            hp = self.pruning_hparams
+            self.weight_schedules = [hp.schedule_for(path) for path in self.weight_paths]
+            self.weight_blocks = [hp.block_dims_for(path) for path in self.weight_paths]
+            self.weight_pooling = hp.block_pooling_function
+            self.threshold_decay = float(hp.threshold_decay)
+        else:
+            self.weight_schedules = [self.pruning_schedule] * len(self.weight_paths)
+            self.weight_blocks = [self.block_size] * len(self.weight_paths)
+            self.weight_pooling = self.block_pooling_type
+            self.threshold_decay = 0.0
+        if self.threshold_decay > 0 and any(b != (1, 1) for b in self.weight_blocks):
+            raise ValueError(
+                f"Layer '{self.layer.name}': threshold_decay > 0 is supported only with 1x1 blocks; "
+                "set threshold_decay=0 or block dims 1x1."
+            )
+
+    # Training -------------------------------------------------------------------------
+    def target_sparsities(self, step: Any = None) -> list[tf.Tensor]:
+        """The scheduled sparsity of each pruned weight at `step` (default: the current step)."""
+        step = self.pruning_step if step is None else step
+        return [schedule(step)[1] for schedule in self.weight_schedules]
+
+    def _compute_mask(self, index: int, weight: tf.Tensor, sparsity: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if self.sparsity_m_by_n is not None:
+            m, n = self.sparsity_m_by_n
+            mask = mask_lib.m_by_n_mask(weight, m, n)
+            return mask, tf.constant(0.0, tf.float32)
+        block = self.weight_blocks[index]
+        if block != (1, 1):
+            return mask_lib.block_magnitude_mask(weight, sparsity, block_size=block, pooling=self.weight_pooling)
+        mask, threshold = mask_lib.magnitude_mask(weight, sparsity)
+        if self.threshold_decay > 0:
+            decay = self.threshold_decay
+            threshold = decay * self.thresholds[index] + (1.0 - decay) * threshold
+            mask = tf.cast(tf.abs(tf.cast(weight, tf.float32)) >= threshold, weight.dtype)
+        return mask, threshold
+
+    def update_masks(self, step: Any, sparsities: list[Any] | None = None) -> None:
+        """Recomputes every mask now (no schedule check) and zeroes pruned weights."""
+        sparsities = self.target_sparsities(step) if sparsities is None else sparsities
+        for index, (weight, mask, threshold) in enumerate(zip(self.pruned_weights, self.masks, self.thresholds)):
+            masked = tf.convert_to_tensor(weight) * tf.convert_to_tensor(mask)
+            new_mask, new_threshold = self._compute_mask(index, masked, sparsities[index])
+            mask.assign(new_mask)
+            threshold.assign(tf.cast(new_threshold, tf.float32))
+            weight.assign(masked * new_mask)
+        self.last_update_step.assign(tf.cast(step, tf.int64))
+
+    def should_update(self, step: Any) -> tf.Tensor:
+        """Whether the schedule asks for a mask update at `step`."""
+        if self.sparsity_m_by_n is not None:
+            # M-by-N masks are fixed once, at the first training step.
+            return tf.equal(tf.cast(step, tf.int64), 1)
+        return self.weight_schedules[0].should_update(step, self.last_update_step)
+
+    def _training_update(self) -> None:
+        step = self.pruning_step.assign_add(1)
+        step = tf.convert_to_tensor(self.pruning_step)
+        tf.debugging.assert_greater_equal(step, tf.constant(1, tf.int64), message=MISSING_CALLBACK_MESSAGE)
+        if getattr(self, "_external_masks", False):
+            return  # masks are set by a model-level pruner (global pruning)
+
+        def update() -> tf.Tensor:
+            self.update_masks(step)
+            return tf.constant(True)
+
+        tf.cond(self.should_update(step), update, lambda: tf.constant(False))
+
+    def apply_masks(self) -> None:
+        """Zeroes the stored weights at pruned positions (`weight = weight * mask`)."""
+        for weight, mask in zip(self.pruned_weights, self.masks):
+            weight.assign(tf.convert_to_tensor(weight) * tf.convert_to_tensor(mask))
+
+    def call(self, inputs: Any, *args: Any, training: Any = None, **kwargs: Any) -> Any:
+        if training is not None and not isinstance(training, bool):
+            tf.cond(tf.cast(training, tf.bool), lambda: (self._training_update(), tf.constant(0))[1],
+                    lambda: tf.constant(0))
+        elif training:
+            self._training_update()
+        mapping = [
+            (weight, tf.convert_to_tensor(weight) * tf.convert_to_tensor(mask))
+            for weight, mask in zip(self.pruned_weights, self.masks)
+        ]
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = self.layer(inputs, *args, training=training, **kwargs)
+        self._apply_scope_updates(scope)
+        return outputs
+
+    def _apply_scope_updates(self, scope: keras.StatelessScope) -> None:
+        """Carries over state the wrapped layer changed (e.g. RNG seeds) and its losses."""
+        pruned = {id(v) for v in self.pruned_weights}
+        for variable in self.layer.variables:
+            if id(variable) in pruned:
+                continue
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+        for loss in scope.losses:
+            self.add_loss(loss)
+
+    # Saving ---------------------------------------------------------------------------
+    def save_own_variables(self, store: Any) -> None:
+        if self.built:
+            self.apply_masks()  # checkpoints always hold exact zeros at pruned positions
+        super().save_own_variables(store)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "pruning_schedule": serialize(self.pruning_schedule),
+                "block_size": list(self.block_size),
+                "block_pooling_type": self.block_pooling_type,
+                "pruning_hparams": None if self.pruning_hparams is None else self.pruning_hparams.values(),
+                "sparsity_m_by_n": None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: Any = None) -> "PruneLowMagnitude":
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"), custom_objects=custom_objects)
+        config.pop("autocast", None)
+        return cls(layer, **config)
+
+    # Inspection -----------------------------------------------------------------------
+    def masked_weight_values(self) -> list[Any]:
+        """The wrapped layer's weights (numpy) with masks applied, in `layer.weights` order."""
+        masks = {id(w): m for w, m in zip(self.pruned_weights, self.masks)}
+        values = []
+        for variable in self.layer.weights:
+            value = keras.ops.convert_to_numpy(variable)
+            if id(variable) in masks:
+                value = value * keras.ops.convert_to_numpy(masks[id(variable)])
+            values.append(value)
+        return values
