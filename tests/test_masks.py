@@ -534,3 +534,16 @@ def test_all_paths_agree_on_random_sweep():
         keep = ref_keep(w, ref_count(w.size, np.float32(s)))
         mask, _ = graph(w, tf.constant(s))
         np.testing.assert_array_equal(mask.numpy().astype(bool), keep)
+
+
+def test_benchmark_tool_runs_and_reports():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_mask_update.py"
+    spec = importlib.util.spec_from_file_location("bench_mask_update", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--sizes", "4096", "16384", "--repeats", "1", "--tfmot-repeats", "1", "--ties"])
+    assert result["sizes"] == [4096, 16384] and len(result["ties"]) == 2
+    assert all(v > 0 for v in result["tfprune_ms"] + result["tfmot_ms"] + result["single_pass_ms"])

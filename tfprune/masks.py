@@ -29,6 +29,8 @@ Conventions shared by every function here:
 * Counts are `round(n * sparsity)`, half to even (`num_to_prune`). A sparsity
   given as a Python number must lie in [0, 1]; a sparsity tensor (e.g. from a
   schedule at run time) is clipped to that range.
+* Counts are int32: a tensor (or, for `global_magnitude_masks`, all tensors
+  together) may hold up to 2**31 - 1 entries.
 
 Example:
     >>> mask, threshold = magnitude_mask(tf.random.normal([64, 32]), 0.75)
