@@ -547,3 +547,19 @@ def test_benchmark_tool_runs_and_reports():
     result = bench.main(["--sizes", "4096", "16384", "--repeats", "1", "--tfmot-repeats", "1", "--ties"])
     assert result["sizes"] == [4096, 16384] and len(result["ties"]) == 2
     assert all(v > 0 for v in result["tfprune_ms"] + result["tfmot_ms"] + result["single_pass_ms"])
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties"])
+def test_large_tensors_use_two_pass_select_exactly(kind):
+    w = random_weights((600, 500), seed=21, kind=kind)  # > 2**18 entries: 16 + 15 bit passes
+    assert w.size > masks._SMALL_INPUT
+    graph = tf.function(masks.magnitude_mask)
+    for s in [0.0, 0.3, 0.8, 0.9999, 1.0]:
+        keep = ref_keep(w, ref_count(w.size, np.float32(s)))
+        mask, threshold = graph(w, tf.constant(s))
+        np.testing.assert_array_equal(mask.numpy().astype(bool), keep)
+        assert float(threshold) == ref_threshold(w, keep)
+    ws = [w, random_weights((1000,), seed=3, kind=kind)]
+    got, _ = masks.global_magnitude_masks(ws, 0.6, max_layer_sparsity=0.61)
+    for g, e in zip(got, ref_global(ws, 0.6, 0.61)):
+        np.testing.assert_array_equal(g.numpy().astype(bool), e)

@@ -10,9 +10,9 @@ problem that needs no sort. Non-negative IEEE floats order exactly like their
 bit patterns read as integers, so `|w|` is bit-cast to int32 and the k-th
 smallest pattern is found digit by digit (radix select): one histogram of the
 high 16 bits over all entries, then one histogram of the low 15 bits over the
-entries in the chosen high bin. Each pass is a single linear scan
-(`Bincount`), so the cost grows linearly with the size of the tensor instead of
-as a full sort. Ties at the threshold are resolved exactly by flat index, with
+entries in the chosen high bin (small tensors use three passes with smaller
+histograms). Each pass is a single linear scan (`Bincount`), so the cost grows
+linearly with the size of the tensor instead of as a full sort. Ties at the threshold are resolved exactly by flat index, with
 a cumulative count that only runs when a tie actually straddles the threshold.
 
 Conventions shared by every function here:
@@ -59,9 +59,7 @@ __all__ = [
 ]
 
 _ABS_BITS = 0x7FFFFFFF  # clears the sign bit of a float32 bit pattern
-_LOW_BITS = 15  # the second pass resolves the low 15 bits
-_HIGH_BINS = 1 << 16  # bits 15..30 (bit 31 is the cleared sign)
-_LOW_BINS = 1 << _LOW_BITS
+_SMALL_INPUT = 1 << 18  # up to this many entries, select with smaller histograms
 _TIE_ROW = 1024  # row length of the 2-D view used to locate a tie cut
 _PAIRWISE_MAX_N = 16  # m-by-n groups up to this size rank by pairwise compare
 _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
@@ -109,6 +107,19 @@ def _histogram(keys: tf.Tensor, size: int) -> tf.Tensor:
     return tf.raw_ops.Bincount(arr=keys, size=size, weights=tf.constant([], tf.int32))
 
 
+def _digit_widths(bits_list: Sequence[tf.Tensor]) -> tuple[int, ...]:
+    """Bits resolved per histogram pass (31 in all; bit 31 is the cleared sign).
+
+    Large inputs use two passes (65536 + 32768 bins): fewest scans. Small ones
+    use three passes over 2048 + 1024 + 1024 bins, where the cost of the bins
+    themselves, not the scans, dominates.
+    """
+    sizes = [b.shape.num_elements() for b in bits_list]
+    if all(s is not None for s in sizes) and sum(sizes) <= _SMALL_INPUT:
+        return (11, 10, 10)
+    return (16, 15)
+
+
 def _select(bits_list: Sequence[tf.Tensor], caps: tf.Tensor, k: tf.Tensor):
     """Radix select over several tensors with per-tensor caps.
 
@@ -119,27 +130,30 @@ def _select(bits_list: Sequence[tf.Tensor], caps: tf.Tensor, k: tf.Tensor):
     `k < sum(caps)`; a negative `k` returns `t = 0`.
     """
     caps = tf.reshape(caps, [-1, 1])
+    widths = _digit_widths(bits_list)
     # Flat 1-D input: under XLA a 2-D Bincount input counts per row.
     bits_list = [tf.reshape(b, [-1]) for b in bits_list]
-    high = tf.stack([_histogram(tf.bitwise.right_shift(b, _LOW_BITS), _HIGH_BINS) for b in bits_list])
-    high_cum = tf.cumsum(high, axis=1)
-    capped = tf.reduce_sum(tf.minimum(high_cum, caps), axis=0)
-    high_digit = tf.reduce_sum(tf.cast(capped <= k, tf.int32))
-    high_digit = tf.minimum(high_digit, _HIGH_BINS - 1)
-    below_bin = tf.gather(high_cum, high_digit, axis=1) - tf.gather(high, high_digit, axis=1)
+    prefix = tf.constant(0, tf.int32)  # the bits of t resolved so far
+    below = tf.zeros([len(bits_list)], tf.int32)
+    shift = 31
+    for level, width in enumerate(widths):
+        shift -= width
+        bins = 1 << width
 
-    # Entries outside the chosen high bin differ in some bit >= 15, so their
-    # xor with the bin prefix is >= _LOW_BINS and the histogram ignores them.
-    prefix = tf.bitwise.left_shift(high_digit, _LOW_BITS)
-    low = tf.stack([_histogram(tf.bitwise.bitwise_xor(b, prefix), _LOW_BINS) for b in bits_list])
-    low_cum = tf.cumsum(low, axis=1)
-    capped = tf.reduce_sum(tf.minimum(tf.expand_dims(below_bin, 1) + low_cum, caps), axis=0)
-    low_digit = tf.minimum(tf.reduce_sum(tf.cast(capped <= k, tf.int32)), _LOW_BINS - 1)
+        def digit_keys(b: tf.Tensor) -> tf.Tensor:
+            # Entries whose higher bits differ from the prefix get a key >= bins,
+            # which the histogram ignores.
+            keys = b if level == 0 else tf.bitwise.bitwise_xor(b, prefix)
+            return tf.bitwise.right_shift(keys, shift) if shift else keys
 
-    threshold_bits = tf.bitwise.bitwise_or(prefix, low_digit)
-    equal = tf.gather(low, low_digit, axis=1)
-    below = below_bin + tf.gather(low_cum, low_digit, axis=1) - equal
-    return threshold_bits, below, equal
+        hist = tf.stack([_histogram(digit_keys(b), bins) for b in bits_list])
+        cum = tf.cumsum(hist, axis=1)
+        capped = tf.reduce_sum(tf.minimum(tf.expand_dims(below, 1) + cum, caps), axis=0)
+        digit = tf.minimum(tf.reduce_sum(tf.cast(capped <= k, tf.int32)), bins - 1)
+        equal = tf.gather(hist, digit, axis=1)
+        below = below + tf.gather(cum, digit, axis=1) - equal
+        prefix = tf.bitwise.bitwise_or(prefix, tf.bitwise.left_shift(digit, shift))
+    return prefix, below, equal
 
 
 def _keep_from_threshold(bits: tf.Tensor, t: tf.Tensor, r: tf.Tensor, equal: tf.Tensor) -> tf.Tensor:
