@@ -1,0 +1,56 @@
+"""Structured (filter/channel) pruning for Keras 3 models.
+
+Pipeline: `DependencyGraph` finds the groups of coupled channels, an `Importance` scores them,
+`plan` picks what to remove, `rebuild` creates the smaller model. `prune_filters` runs all four.
+
+Example:
+    >>> from tfprune import structured
+    >>> pruned, report = structured.prune_filters(model, pruning_ratio=0.5, importance="l1")
+    >>> print(report)
+"""
+
+from tfprune.structured.graph import DependencyGraph, Group
+from tfprune.structured.handlers import (
+    LayerHandler,
+    PassThrough,
+    PerChannel,
+    Unsupported,
+    register_handler,
+    supported_layer_classes,
+)
+from tfprune.structured.importance import (
+    BNScaleImportance,
+    FilterSketchImportance,
+    FPGMImportance,
+    Importance,
+    MagnitudeImportance,
+    RandomImportance,
+    TaylorImportance,
+    get_importance,
+)
+from tfprune.structured.planner import plan
+from tfprune.structured.pruner import prune_filters, rebuild
+from tfprune.structured.report import PruningReport
+
+__all__ = [
+    "BNScaleImportance",
+    "DependencyGraph",
+    "FPGMImportance",
+    "FilterSketchImportance",
+    "Group",
+    "Importance",
+    "LayerHandler",
+    "MagnitudeImportance",
+    "PassThrough",
+    "PerChannel",
+    "PruningReport",
+    "RandomImportance",
+    "TaylorImportance",
+    "Unsupported",
+    "get_importance",
+    "plan",
+    "prune_filters",
+    "rebuild",
+    "register_handler",
+    "supported_layer_classes",
+]

@@ -1,0 +1,272 @@
+"""Importance criteria: a score per channel unit of a group (higher = keep).
+
+Each criterion scores the channels of individual layers (`layer_scores`); the base class combines
+the scores of coupled layers per unit with `group_reduction` ('mean', 'sum' or 'max').
+Units no layer scores get NaN (e.g. BN-scale on a group without BatchNormalization); the pruner
+leaves such groups alone and says so.
+
+Example:
+    >>> imp = get_importance("fpgm", group_reduction="max")
+    >>> scores = imp.group_scores(graph, graph.groups[0])
+    >>> class Ones(Importance):                        # a custom criterion
+    ...     def layer_scores(self, rec):
+    ...         return [(rec.slots["out"], np.ones(len(rec.slots["out"])))] if self.is_producer(rec) else []
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+REDUCTIONS = ("mean", "sum", "max")
+
+
+class Importance:
+    """Base class: subclasses implement `layer_scores(record)`."""
+
+    name = "custom"
+
+    def __init__(self, group_reduction: str = "mean") -> None:
+        if group_reduction not in REDUCTIONS:
+            raise ValueError(f"group_reduction must be one of {REDUCTIONS}, received {group_reduction!r}.")
+        self.group_reduction = group_reduction
+
+    def prepare(self, model: keras.Model, example_inputs: Any = None) -> None:
+        """Hook run once before scoring (e.g. to compute gradients)."""
+
+    @staticmethod
+    def is_producer(rec) -> bool:
+        return rec.handler.is_producer(rec) and rec.handler.filter_weight(rec.layer) is not None
+
+    def layer_scores(self, rec) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(channel labels, scores)] for one layer record; [] if this layer gives no opinion."""
+        raise NotImplementedError
+
+    def group_scores(self, graph, group) -> np.ndarray:
+        units = group.units
+        total = np.zeros(len(units))
+        count = np.zeros(len(units))
+        best = np.full(len(units), -np.inf)
+        for rec in group.members:
+            for labels, scores in self.layer_scores(rec):
+                roots = graph.root_of[labels]
+                pos = np.searchsorted(units, roots)
+                inside = (pos < len(units)) & (units[np.minimum(pos, len(units) - 1)] == roots)
+                pos, scores = pos[inside], np.asarray(scores, dtype=np.float64)[inside]
+                np.add.at(total, pos, scores)
+                np.add.at(count, pos, 1)
+                np.maximum.at(best, pos, scores)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.group_reduction == "mean":
+                out = total / count
+            elif self.group_reduction == "sum":
+                out = np.where(count > 0, total, np.nan)
+            else:
+                out = np.where(count > 0, best, np.nan)
+        return out
+
+
+class _FilterCriterion(Importance):
+    """Scores producers from their (output channels, fan-in) filter matrix."""
+
+    def layer_scores(self, rec):
+        if not self.is_producer(rec):
+            return []
+        filters = rec.handler.filters(rec.layer).astype(np.float64)
+        return [(rec.slots["out"], self.score_filters(filters))]
+
+    def score_filters(self, filters: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class MagnitudeImportance(_FilterCriterion):
+    """Lp norm of each filter (Li et al. 2017, "Pruning Filters for Efficient ConvNets").
+
+    Example:
+        >>> MagnitudeImportance(p=2).score_filters(np.array([[3.0, 4.0]]))   # array([5.])
+    """
+
+    def __init__(self, p: int = 1, group_reduction: str = "mean") -> None:
+        super().__init__(group_reduction)
+        self.p = p
+        self.name = f"l{p}"
+
+    def score_filters(self, filters):
+        return np.linalg.norm(filters, ord=self.p, axis=1)
+
+
+class FPGMImportance(_FilterCriterion):
+    """Filter Pruning via Geometric Median (He et al. 2019): a filter's summed Euclidean distance to
+    the layer's other raw filters. Filters near the geometric median are the most replaceable, so
+    they score lowest.
+
+    Example:
+        >>> FPGMImportance().score_filters(np.array([[0.0], [1.0], [5.0]]))   # array([6., 5., 9.])
+    """
+
+    name = "fpgm"
+
+    def score_filters(self, filters):
+        sq = (filters**2).sum(1)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * filters @ filters.T, 0.0)
+        np.fill_diagonal(d2, 0.0)
+        return np.sqrt(d2).sum(1)
+
+
+def frequent_directions(matrix: np.ndarray, sketch_rows: int) -> np.ndarray:
+    """Frequent Directions sketch B (sketch_rows x d) of `matrix` (n x d), with
+    ||A^T A - B^T B||_2 <= ||A||_F^2 / sketch_rows (Liberty 2013).
+
+    Example:
+        >>> b = frequent_directions(np.random.randn(64, 9), 8)
+    """
+    n, d = matrix.shape
+    ell = max(1, min(sketch_rows, d))
+    buffer = np.zeros((2 * ell, d))
+    filled = 0
+    for row in matrix:
+        if filled == 2 * ell:
+            _, s, vt = np.linalg.svd(buffer, full_matrices=False)
+            delta = s[ell - 1] ** 2 if len(s) >= ell else 0.0
+            s = np.sqrt(np.maximum(s**2 - delta, 0.0))
+            buffer = np.zeros((2 * ell, d))
+            buffer[: len(s)] = s[:, None] * vt
+            filled = int((s > 0).sum())
+        buffer[filled] = row
+        filled += 1
+    _, s, vt = np.linalg.svd(buffer[:filled], full_matrices=False)
+    return (s[:, None] * vt)[:ell]
+
+
+class FilterSketchImportance(_FilterCriterion):
+    """FilterSketch (Lin et al. 2020) as a selection rule: sketch the filter matrix with Frequent
+    Directions (the sketch preserves the weight covariance W^T W), then score each filter by its
+    energy under the sketched covariance, ||B w_i||^2. Keeping the highest-scoring filters keeps the
+    directions that carry the layer's covariance.
+
+    Example:
+        >>> FilterSketchImportance(sketch_ratio=0.5).score_filters(np.eye(4) * [1, 2, 3, 4])
+    """
+
+    name = "filter_sketch"
+
+    def __init__(self, sketch_ratio: float = 0.5, group_reduction: str = "mean") -> None:
+        super().__init__(group_reduction)
+        if not 0 < sketch_ratio <= 1:
+            raise ValueError(f"sketch_ratio must be in (0, 1], received {sketch_ratio}.")
+        self.sketch_ratio = sketch_ratio
+
+    def score_filters(self, filters):
+        rows = max(1, math.ceil(self.sketch_ratio * filters.shape[0]))
+        sketch = frequent_directions(filters, rows)
+        return ((filters @ sketch.T) ** 2).sum(1)
+
+
+class BNScaleImportance(Importance):
+    """|gamma| of the BatchNormalization layers in the group (Liu et al. 2017, network slimming)."""
+
+    name = "bn_scale"
+
+    def layer_scores(self, rec):
+        layer = rec.layer
+        if isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "gamma", None) is not None:
+            return [(rec.slots["in"], np.abs(np.asarray(layer.gamma)))]
+        return []
+
+
+class TaylorImportance(Importance):
+    """First-order Taylor (Molchanov et al. 2019): per filter, sum over its weights of
+    (w * dL/dw)^2, on a data batch passed as `example_inputs` (x or (x, y)).
+
+    The loss is `loss_fn(y, model(x))` when y is given (default: mean squared error), else the mean
+    squared output, a label-free proxy.
+
+    Example:
+        >>> imp = TaylorImportance(); imp.prepare(model, (x, y))
+    """
+
+    name = "taylor"
+
+    def __init__(self, loss_fn=None, group_reduction: str = "mean") -> None:
+        super().__init__(group_reduction)
+        self.loss_fn = loss_fn
+        self._grads: dict[int, np.ndarray] = {}
+
+    def prepare(self, model, example_inputs=None):
+        import tensorflow as tf
+
+        if example_inputs is None:
+            raise ValueError(
+                "Taylor importance needs a data batch. Fix: pass example_inputs=x or (x, y) to prune_filters."
+            )
+        x, y = (example_inputs if isinstance(example_inputs, tuple) and len(example_inputs) == 2
+                else (example_inputs, None))
+        variables = model.trainable_weights
+        with tf.GradientTape() as tape:
+            out = model(x, training=False)
+            if y is None:
+                loss = tf.reduce_mean(tf.square(out))
+            elif self.loss_fn is not None:
+                loss = tf.reduce_mean(self.loss_fn(y, out))
+            else:
+                loss = tf.reduce_mean(tf.square(tf.cast(y, out.dtype) - out))
+        grads = tape.gradient(loss, variables)
+        self._grads = {id(v): np.asarray(g) for v, g in zip(variables, grads) if g is not None}
+
+    def layer_scores(self, rec):
+        if not self.is_producer(rec):
+            return []
+        if not self._grads:
+            raise RuntimeError("TaylorImportance.prepare(model, example_inputs) must run first.")
+        weight, axis = rec.handler.filter_weight(rec.layer)
+        grad = self._grads.get(id(weight))
+        if grad is None:
+            return []
+        contrib = (np.asarray(weight) * grad) ** 2
+        scores = np.moveaxis(contrib, axis, 0).reshape(contrib.shape[axis], -1).sum(1)
+        bias = getattr(rec.layer, "bias", None)
+        if bias is not None and id(bias) in self._grads:
+            scores = scores + (np.asarray(bias) * self._grads[id(bias)]) ** 2
+        return [(rec.slots["out"], scores)]
+
+
+class RandomImportance(Importance):
+    """Uniform random scores (a baseline)."""
+
+    name = "random"
+
+    def __init__(self, seed: int | None = 0, group_reduction: str = "mean") -> None:
+        super().__init__(group_reduction)
+        self.rng = np.random.default_rng(seed)
+
+    def layer_scores(self, rec):
+        if not self.is_producer(rec):
+            return []
+        labels = rec.slots["out"]
+        return [(labels, self.rng.random(len(labels)))]
+
+
+IMPORTANCES = {
+    "l1": lambda **kw: MagnitudeImportance(p=1, **kw),
+    "l2": lambda **kw: MagnitudeImportance(p=2, **kw),
+    "fpgm": FPGMImportance,
+    "filter_sketch": FilterSketchImportance,
+    "bn_scale": BNScaleImportance,
+    "taylor": TaylorImportance,
+    "random": RandomImportance,
+}
+
+
+def get_importance(importance: "str | Importance", **kwargs) -> Importance:
+    """An Importance from a name in IMPORTANCES or an instance (returned as is)."""
+    if isinstance(importance, Importance):
+        return importance
+    key = str(importance).lower().replace("-", "_")
+    if key not in IMPORTANCES:
+        raise ValueError(
+            f"Unknown importance {importance!r}. Expected one of {sorted(IMPORTANCES)} or an Importance instance."
+        )
+    return IMPORTANCES[key](**kwargs)

@@ -1,0 +1,120 @@
+"""Planner: from group scores and ratios to the set of channel units to remove.
+
+Local pruning removes `ratio` of each group's channels; global pruning ranks the (mean-normalised)
+scores of all groups together and removes the lowest `ratio` of all prunable channels. Both respect
+`max_pruning_ratio`, keep at least one channel, never touch frozen units, and with `round_to=N`
+round each group's kept count up to a multiple of N.
+
+Example:
+    >>> removed, decisions = plan(graph, get_importance("l1"), pruning_ratio=0.5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class GroupDecision:
+    group: object
+    requested_ratio: float
+    removed: int = 0
+    status: str = "skipped"
+    reason: str = ""
+    removed_units: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def total(self) -> int:
+        return len(self.group.units)
+
+    @property
+    def achieved_ratio(self) -> float:
+        return self.removed / self.total if self.total else 0.0
+
+
+def _kept_after_rounding(total: int, kept: int, round_to: int | None) -> int:
+    if not round_to or kept >= total:
+        return kept
+    rounded = max(round_to, math.ceil(kept / round_to) * round_to)
+    return min(rounded, total)
+
+
+def _limit(total: int, prunable: int, ratio: float, max_ratio: float) -> int:
+    return max(0, min(int(math.floor(ratio * total + 1e-9)), prunable,
+                      int(math.floor(max_ratio * total + 1e-9)), total - 1))
+
+
+def plan(
+    graph,
+    importance,
+    pruning_ratio: float,
+    global_pruning: bool = False,
+    pruning_ratio_dict: dict | None = None,
+    max_pruning_ratio: float = 0.9,
+    round_to: int | None = None,
+) -> tuple[np.ndarray, list[GroupDecision]]:
+    """Return (boolean mask over unit roots: removed, one GroupDecision per group)."""
+    ratio_dict = {getattr(k, "name", k): float(v) for k, v in (pruning_ratio_dict or {}).items()}
+    decisions, scores, local = [], {}, {}
+    for group in graph.groups:
+        named = [ratio_dict[n] for n in group.producers if n in ratio_dict]
+        requested = max(named) if named else pruning_ratio
+        decision = GroupDecision(group=group, requested_ratio=requested)
+        decisions.append(decision)
+        if not group.prunable:
+            decision.reason = "; ".join(group.reasons) or "no prunable channel"
+            continue
+        if requested <= 0:
+            decision.reason = "ratio 0"
+            continue
+        s = importance.group_scores(graph, group)
+        if np.all(np.isnan(s[~group.frozen])):
+            decision.reason = f"importance {importance.name!r} gives no score to this group"
+            continue
+        s = np.where(np.isnan(s) | group.frozen, np.inf, s)
+        scores[group.index] = s
+        local[group.index] = bool(named) or not global_pruning
+
+    counts: dict[int, int] = {}
+    for index in scores:
+        if local[index]:
+            g = graph.groups[index]
+            counts[index] = _limit(len(g.units), int((~g.frozen).sum()), decisions[index].requested_ratio,
+                                   max_pruning_ratio)
+    global_ids = [i for i in scores if not local[i]]
+    if global_ids:
+        entries = []
+        for i in global_ids:
+            s = scores[i]
+            finite = s[np.isfinite(s)]
+            norm = finite.mean() if len(finite) and finite.mean() > 0 else 1.0
+            entries += [(v / norm, i) for v in s[np.isfinite(s)]]
+        budget = int(math.floor(pruning_ratio * sum(len(graph.groups[i].units) for i in global_ids)))
+        caps = {i: _limit(len(graph.groups[i].units), int((~graph.groups[i].frozen).sum()), 1.0,
+                          max_pruning_ratio) for i in global_ids}
+        counts.update({i: 0 for i in global_ids})
+        for _, i in sorted(entries, key=lambda e: e[0]):
+            if budget == 0:
+                break
+            if counts[i] < caps[i]:
+                counts[i] += 1
+                budget -= 1
+
+    removed = np.zeros(len(graph.root_of), dtype=bool)
+    for index, count in counts.items():
+        group, decision = graph.groups[index], decisions[index]
+        total = len(group.units)
+        count = total - _kept_after_rounding(total, total - count, round_to)
+        if count <= 0:
+            decision.reason = ("round_to keeps every channel" if round_to and counts[index]
+                               else "ratio too small for this group")
+            continue
+        order = np.argsort(scores[index], kind="stable")[:count]
+        decision.removed_units = group.units[order]
+        decision.removed = count
+        decision.status = "pruned"
+        removed[decision.removed_units] = True
+    return removed, decisions

@@ -1,0 +1,183 @@
+"""prune_filters: dependency graph -> importance -> plan -> a new, smaller Keras model.
+
+The new model is built with `keras.models.clone_model` (nested models included) from edited layer
+configs, then receives sliced copies of the original weights. It is a plain Keras model: it saves
+as `.keras` and loads without custom objects. It is not compiled.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+import keras
+import numpy as np
+
+from tfprune.structured.graph import DependencyGraph
+from tfprune.structured.importance import Importance, get_importance
+from tfprune.structured.planner import plan
+from tfprune.structured.report import GroupReport, LayerReport, PruningReport
+from tfprune.structured.walk import iter_layers
+
+
+def _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict) -> None:
+    if not isinstance(pruning_ratio, (int, float)) or not 0 <= pruning_ratio < 1:
+        raise ValueError(f"pruning_ratio must be a number in [0, 1), received {pruning_ratio!r}. Fix: e.g. 0.5.")
+    if not isinstance(max_pruning_ratio, (int, float)) or not 0 < max_pruning_ratio <= 1:
+        raise ValueError(f"max_pruning_ratio must be in (0, 1], received {max_pruning_ratio!r}. Fix: e.g. 0.9.")
+    if round_to is not None and (not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1):
+        raise ValueError(f"round_to must be a positive int or None, received {round_to!r}. Fix: e.g. 8.")
+    for key, value in (pruning_ratio_dict or {}).items():
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"pruning_ratio_dict[{key!r}] must be in [0, 1), received {value!r}.")
+
+
+def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> keras.Model:
+    """A copy of `model` without the channel units marked in `removed` (a mask over unit roots)."""
+
+    def keeper(rec):
+        return lambda slot: graph.kept_indices(rec.slots[slot], removed)
+
+    changed = {}
+    for rec in graph.records.values():
+        if any(removed[graph.root_of[labels]].any() for labels in rec.slots.values()):
+            changed[id(rec.layer)] = rec
+    new_layers: dict[int, Any] = {}
+
+    def clone_layer(layer):
+        rec = changed.get(id(layer))
+        config = layer.get_config()
+        if rec is not None:
+            config = rec.handler.new_config(rec, config, keeper(rec))
+            new = layer.__class__.from_config(config)
+        else:
+            try:
+                new = layer.__class__.from_config(config)
+            except Exception:  # a layer that cannot be re-created from its config is reused as is
+                new = layer
+        new_layers[id(layer)] = new
+        return new
+
+    input_tensors = None
+    if not isinstance(model, keras.Sequential):
+        input_tensors = [
+            keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name)
+            for t in model.inputs
+        ]
+        if len(input_tensors) == 1:
+            input_tensors = input_tensors[0]
+    new_model = keras.models.clone_model(
+        model, input_tensors=input_tensors, clone_function=clone_layer, recursive=True
+    )
+    for layer in iter_layers(model):
+        new = new_layers.get(id(layer))
+        if new is None or new is layer or not layer.weights:
+            continue
+        weights = layer.get_weights()
+        rec = changed.get(id(layer))
+        if rec is not None:
+            weights = rec.handler.new_weights(rec, weights, keeper(rec))
+        new.set_weights(weights)
+    return new_model
+
+
+def _layer_reports(graph, removed, decisions) -> list[LayerReport]:
+    out = []
+    for rec in graph.records.values():
+        layer = rec.layer
+        if not getattr(layer, "weights", None) or not rec.slots:
+            continue
+        slot = "out" if "out" in rec.slots else "in"
+        labels = rec.slots[slot]
+        kept = graph.kept_indices(labels, removed)
+        groups = {graph.unit_to_group.get(u) for u in np.unique(graph.root_of[labels]).tolist()}
+        groups.discard(None)
+        group = groups.pop() if len(groups) == 1 else None
+        decision = decisions[group] if group is not None else None
+        before, after = len(labels), len(kept)
+        note = ""
+        if decision is not None and decision.status != "pruned":
+            note = decision.reason
+        elif group is None and len(labels):
+            note = "channels from several groups" if len(groups) > 0 else "model input or frozen channels"
+        if rec.info.get("approximate") and after < before:
+            note = "normalises over the kept channels only (not exact)"
+        out.append(LayerReport(
+            name=layer.name, type=type(layer).__name__, group=group, channels_before=before,
+            channels_after=after, requested_ratio=decision.requested_ratio if decision else None,
+            achieved_ratio=(before - after) / before if before else 0.0, note=note, kept_indices=kept,
+        ))
+    return out
+
+
+def prune_filters(
+    model: keras.Model,
+    pruning_ratio: float = 0.5,
+    importance: str | Importance = "l1",
+    global_pruning: bool = False,
+    pruning_ratio_dict: dict[Any, float] | None = None,
+    max_pruning_ratio: float = 0.9,
+    round_to: int | None = None,
+    ignored_layers: Iterable[Any] | None = None,
+    example_inputs: Any = None,
+) -> tuple[keras.Model, PruningReport]:
+    """Remove whole filters/channels from a Keras model; return (smaller model, report).
+
+    Args:
+        model: a built Sequential or functional model (nested models are followed).
+        pruning_ratio: fraction of each group's channels to remove (of all prunable channels with
+            `global_pruning=True`).
+        importance: 'l1', 'l2', 'fpgm', 'filter_sketch', 'bn_scale', 'taylor', 'random' or an
+            `Importance` instance.
+        global_pruning: rank channels of all groups together instead of per group.
+        pruning_ratio_dict: per-layer ratios {layer or name: ratio}; applies to that layer's group.
+        max_pruning_ratio: no group loses more than this fraction of its channels.
+        round_to: keep every group's channel count a multiple of this number.
+        ignored_layers: layers (or names) whose channels must not change.
+        example_inputs: a data batch, x or (x, y); needed by 'taylor'.
+
+    The model's inputs and outputs keep their shapes; layers the dependency graph does not
+    understand keep their channels (see `report.unsupported`).
+
+    Example:
+        >>> model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+        >>> pruned, report = prune_filters(model, pruning_ratio=0.5, importance="fpgm", round_to=8)
+        >>> print(report)
+        >>> pruned.save("resnet50_pruned.keras")
+    """
+    from tfprune import analysis
+
+    _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict)
+    start = time.perf_counter()
+    criterion = get_importance(importance)
+    graph = DependencyGraph(model, ignored_layers=ignored_layers)
+    criterion.prepare(model, example_inputs)
+    removed, decisions = plan(
+        graph, criterion, pruning_ratio, global_pruning=global_pruning,
+        pruning_ratio_dict=pruning_ratio_dict, max_pruning_ratio=max_pruning_ratio, round_to=round_to,
+    )
+    pruned = rebuild(model, graph, removed)
+    seconds = time.perf_counter() - start
+    groups = [
+        GroupReport(
+            index=d.group.index, producers=d.group.producers, channels_before=d.total,
+            channels_after=d.total - d.removed, requested_ratio=d.requested_ratio,
+            achieved_ratio=d.achieved_ratio, status=d.status, reason=d.reason,
+        )
+        for d in decisions
+    ]
+    report = PruningReport(
+        model_name=model.name, importance=getattr(criterion, "name", type(criterion).__name__),
+        global_pruning=global_pruning, layers=_layer_reports(graph, removed, decisions), groups=groups,
+        unsupported=list(graph.unsupported), params_before=analysis.count_params(model),
+        params_after=analysis.count_params(pruned), macs_before=_macs(analysis, model),
+        macs_after=_macs(analysis, pruned), seconds=seconds,
+    )
+    return pruned, report
+
+
+def _macs(analysis, model) -> int:
+    try:
+        return analysis.count_flops(model)
+    except ValueError:  # dynamic shapes: MACs are not defined
+        return -1
