@@ -80,3 +80,22 @@ def max_abs_difference(model: keras.Model, pruned: keras.Model, report, inputs) 
     expected = keras.tree.flatten(reference(inputs, training=False))
     actual = keras.tree.flatten(pruned(inputs, training=False))
     return float(max(np.max(np.abs(np.asarray(a) - np.asarray(e))) for a, e in zip(actual, expected)))
+
+
+def randomize_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Give BatchNormalization layers and biases random values (in place), so that a check against
+    `zeroed_reference` exercises them. Freshly initialised layers have gamma=1, beta=0, zero biases.
+    """
+    rng = np.random.default_rng(seed)
+    for layer in iter_layers(model):
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization) and len(weights) == 4:
+            shape = weights[0].shape
+            weights = [rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.2, shape),
+                       rng.normal(0, 0.2, shape), rng.uniform(0.5, 2.0, shape)]
+        elif getattr(layer, "bias", None) is not None and weights[-1].ndim == 1:
+            weights[-1] = rng.normal(0, 0.2, weights[-1].shape)
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    return model

@@ -1,0 +1,163 @@
+"""tfprune-prune-filters: structured (filter) pruning of a saved .keras model.
+
+Example:
+    tfprune-prune-filters --model in.keras --output out.keras --pruning_ratio 0.5 \\
+        --importance fpgm --round_to 8
+
+Exit codes: 0 success, 2 usage error (bad or missing argument, existing output without
+--overwrite), 1 failure while loading, pruning or saving. Errors are one line on stderr; the
+output file is written to a temporary file in the same directory and renamed, so it is either
+complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+from absl import flags
+
+PROG = "tfprune-prune-filters"
+IMPORTANCES = ("l1", "l2", "fpgm", "filter_sketch", "bn_scale", "random")
+
+
+class UsageError(Exception):
+    """Bad command line: exit code 2."""
+
+
+class Failure(Exception):
+    """The work itself failed: exit code 1."""
+
+
+def define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("model", None, "Input model (.keras).", flag_values=fv)
+    flags.DEFINE_string("output", None, "Where to write the pruned model (.keras).", flag_values=fv)
+    flags.DEFINE_float("pruning_ratio", 0.5, "Fraction of channels to remove, in [0, 1).", flag_values=fv)
+    flags.DEFINE_string("importance", "l1", f"One of {', '.join(IMPORTANCES)}.", flag_values=fv)
+    flags.DEFINE_integer("round_to", None, "Keep channel counts a multiple of this number.", flag_values=fv)
+    flags.DEFINE_boolean("global_pruning", False, "Rank channels across all layers.", flag_values=fv)
+    flags.DEFINE_float("max_pruning_ratio", 0.9, "Upper bound per group, in (0, 1].", flag_values=fv)
+    flags.DEFINE_list("ignored_layers", [], "Comma-separated layer names to leave unchanged.", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing output file.", flag_values=fv)
+    flags.DEFINE_boolean("json", False, "Print the report as one JSON object instead of tables.", flag_values=fv)
+    return fv
+
+
+def check_arguments(fv: flags.FlagValues) -> None:
+    """Everything that can be checked before loading TensorFlow."""
+    if not fv.model:
+        raise UsageError("--model is required. Fix: --model path/to/model.keras")
+    if not fv.output:
+        raise UsageError("--output is required. Fix: --output path/to/pruned.keras")
+    if not os.path.isfile(fv.model):
+        raise UsageError(f"model file {fv.model!r} does not exist. Fix: pass the path of a saved .keras model.")
+    if not 0 <= fv.pruning_ratio < 1:
+        raise UsageError(f"--pruning_ratio must be in [0, 1), received {fv.pruning_ratio}. Fix: e.g. --pruning_ratio 0.5")
+    if not 0 < fv.max_pruning_ratio <= 1:
+        raise UsageError(
+            f"--max_pruning_ratio must be in (0, 1], received {fv.max_pruning_ratio}. Fix: e.g. --max_pruning_ratio 0.9"
+        )
+    if fv.importance not in IMPORTANCES:
+        hint = " ('taylor' needs data: use the Python API)" if fv.importance == "taylor" else ""
+        raise UsageError(f"unknown --importance {fv.importance!r}{hint}. Fix: use one of {', '.join(IMPORTANCES)}.")
+    if fv.round_to is not None and fv.round_to < 1:
+        raise UsageError(f"--round_to must be a positive integer, received {fv.round_to}. Fix: e.g. --round_to 8")
+    if not fv.output.endswith(".keras"):
+        raise UsageError(f"--output must end with .keras, received {fv.output!r}. Fix: e.g. --output pruned.keras")
+    out_dir = os.path.dirname(os.path.abspath(fv.output))
+    if not os.path.isdir(out_dir):
+        raise UsageError(f"output directory {out_dir!r} does not exist. Fix: create it or choose another --output.")
+    if not os.access(out_dir, os.W_OK):
+        raise UsageError(f"output directory {out_dir!r} is not writable. Fix: choose a writable --output location.")
+    if os.path.exists(fv.output) and not fv.overwrite:
+        raise UsageError(f"output {fv.output!r} already exists. Fix: add --overwrite or choose another --output.")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def save_atomically(model, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tfprune-", suffix=".keras", dir=directory)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def main(fv: flags.FlagValues) -> int:
+    check_arguments(fv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from tfprune import analysis
+    from tfprune.structured import prune_filters
+
+    try:
+        model = keras.saving.load_model(fv.model, compile=False)
+    except Exception as err:  # noqa: BLE001 - any load error is reported in one line
+        raise Failure(
+            f"could not load {fv.model!r} ({_first_line(err)}). Fix: pass a .keras file written by model.save()."
+        ) from None
+    try:
+        pruned, report = prune_filters(
+            model, pruning_ratio=fv.pruning_ratio, importance=fv.importance,
+            global_pruning=fv.global_pruning, max_pruning_ratio=fv.max_pruning_ratio,
+            round_to=fv.round_to, ignored_layers=fv.ignored_layers or None,
+        )
+    except (ValueError, TypeError) as err:
+        raise Failure(f"could not prune {fv.model!r}: {_first_line(err)}") from None
+    try:
+        save_atomically(pruned, fv.output)
+    except Exception as err:  # noqa: BLE001
+        raise Failure(f"could not write {fv.output!r} ({_first_line(err)}). Fix: check the location and disk space.") from None
+    if fv.json:
+        print(json.dumps(dict(report.to_dict(), output=fv.output)))
+    else:
+        print(analysis.comparison_table(model, pruned))
+        print()
+        print(report)
+        print(f"\nwrote {fv.output}")
+    return 0
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    argv = list(sys.argv if argv is None else argv)
+    fv = define_flags()
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nFlags:\n" + fv.get_help())
+        sys.exit(0)
+    try:
+        remaining = fv(argv)
+        if len(remaining) > 1:
+            raise UsageError(f"unexpected arguments {remaining[1:]}. Fix: use --flag value pairs only.")
+        code = main(fv)
+    except flags.Error as err:
+        print(f"{PROG}: error: {_first_line(err).split(': ', 1)[-1]}. Fix: see --help.", file=sys.stderr)
+        code = 2
+    except UsageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        code = 2
+    except Failure as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 1
+    except Exception as err:  # noqa: BLE001 - never a traceback
+        print(f"{PROG}: error: unexpected {_first_line(err)}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()
