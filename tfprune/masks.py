@@ -12,8 +12,9 @@ smallest pattern is found digit by digit (radix select): one histogram of the
 high 16 bits over all entries, then one histogram of the low 15 bits over the
 entries in the chosen high bin (small tensors use three passes with smaller
 histograms). Each pass is a single linear scan (`Bincount`), so the cost grows
-linearly with the size of the tensor instead of as a full sort. Ties at the threshold are resolved exactly by flat index, with
-a cumulative count that only runs when a tie actually straddles the threshold.
+linearly with the size of the tensor instead of as a full sort. Ties at the
+threshold are resolved exactly by flat index, with a cumulative count that only
+runs when a tie actually straddles the threshold.
 
 Conventions shared by every function here:
 
@@ -275,8 +276,9 @@ def global_magnitude_masks(
     Returns:
         `(masks, threshold)`: one mask per tensor (its shape and dtype), and a
         float32 threshold: in every tensor below its ceiling, pruned magnitudes
-        are <= threshold <= kept magnitudes (the smallest kept magnitude of
-        those tensors); `+inf` when everything allowed is pruned.
+        are <= threshold <= kept magnitudes (without ceilings it is the
+        smallest kept magnitude overall); `+inf` when everything allowed is
+        pruned.
 
     Example:
         >>> masks, t = global_magnitude_masks([tf.constant([1., 2.]), tf.constant([3., 4., 0.5])], 0.4)
