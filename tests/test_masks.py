@@ -563,3 +563,15 @@ def test_large_tensors_use_two_pass_select_exactly(kind):
     got, _ = masks.global_magnitude_masks(ws, 0.6, max_layer_sparsity=0.61)
     for g, e in zip(got, ref_global(ws, 0.6, 0.61)):
         np.testing.assert_array_equal(g.numpy().astype(bool), e)
+
+
+def test_unknown_static_shape_in_tf_function():
+    fn = tf.function(masks.magnitude_mask, input_signature=[tf.TensorSpec([None, None]), tf.TensorSpec([])])
+    for shape in [(5, 7), (1, 1), (30, 40)]:
+        w = random_weights(shape, seed=shape[0], kind="ties")
+        keep = ref_keep(w, ref_count(w.size, np.float32(0.45)))
+        mask, _ = fn(w, tf.constant(0.45))
+        np.testing.assert_array_equal(mask.numpy().astype(bool), keep)
+    block = tf.function(lambda w: masks.block_magnitude_mask(w, 0.5, (2, 2)), input_signature=[tf.TensorSpec([None, 4])])
+    with pytest.raises(ValueError, match="known shape"):
+        block.get_concrete_function()
