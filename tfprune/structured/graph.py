@@ -116,7 +116,8 @@ class DependencyGraph:
         self.values: dict[Hashable, np.ndarray] = {}
         self.records: dict[int, LayerRecord] = {}
         self.unsupported: list[tuple[str, str]] = []
-        calls, input_keys, output_keys = flatten_model(model)
+        self.nested_inputs: dict[int, list[Hashable]] = {}
+        calls, input_keys, output_keys = flatten_model(model, self.nested_inputs)
         self.calls = calls
         graph_inputs = model.inputs
         for key, tensor in zip(input_keys, graph_inputs):

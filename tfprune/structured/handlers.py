@@ -195,7 +195,9 @@ class Conv(LayerHandler):
 
     def new_weights(self, rec, weights, keep):
         out_idx, in_idx = keep("out"), keep("in")
-        if rec.layer.groups > 1:  # positions within one group (coupled across groups)
+        if rec.info.get("depthwise"):  # one input channel per group: the kernel's input axis stays
+            in_idx = np.arange(weights[0].shape[-2])
+        elif rec.layer.groups > 1:  # positions within one group (coupled across groups)
             in_idx = in_idx[in_idx < weights[0].shape[-2]]
         kernel = weights[0][..., in_idx, :][..., out_idx]
         return [kernel] + [w[out_idx] for w in weights[1:]]

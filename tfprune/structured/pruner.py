@@ -44,7 +44,19 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
             changed[id(rec.layer)] = rec
     new_layers: dict[int, Any] = {}
 
+    def new_inputs(inputs, keys):
+        tensors = []
+        for t, key in zip(inputs, keys):
+            channels = len(graph.kept_indices(graph.values[key], removed))
+            shape = tuple(t.shape[:-1]) + (channels,)
+            tensors.append(keras.Input(batch_shape=shape, dtype=t.dtype, name=t._keras_history.operation.name))
+        return tensors
+
     def clone_layer(layer):
+        if isinstance(layer, keras.Model) and id(layer) in graph.nested_inputs:
+            new = clone_nested(layer, graph.nested_inputs[id(layer)])
+            new_layers[id(layer)] = new
+            return new
         rec = changed.get(id(layer))
         config = layer.get_config()
         if rec is not None:
@@ -58,17 +70,18 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
         new_layers[id(layer)] = new
         return new
 
-    input_tensors = None
-    if not isinstance(model, keras.Sequential):
-        input_tensors = [
-            keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name)
-            for t in model.inputs
-        ]
-        if len(input_tensors) == 1:
-            input_tensors = input_tensors[0]
-    new_model = keras.models.clone_model(
-        model, input_tensors=input_tensors, clone_function=clone_layer, recursive=True
-    )
+    def clone_nested(inner, keys):
+        inputs = new_inputs(inner.inputs, keys)
+        if isinstance(inner, keras.Sequential):
+            return keras.Sequential(inputs + [clone_layer(layer) for layer in inner.layers], name=inner.name)
+        return keras.models.clone_model(inner, input_tensors=_pack(inner, inputs), clone_function=clone_layer)
+
+    if isinstance(model, keras.Sequential):
+        new_model = keras.models.clone_model(model, clone_function=clone_layer)
+    else:
+        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name)
+                  for t in model.inputs]
+        new_model = keras.models.clone_model(model, input_tensors=_pack(model, inputs), clone_function=clone_layer)
     for layer in iter_layers(model):
         new = new_layers.get(id(layer))
         if new is None or new is layer or not layer.weights:
@@ -79,6 +92,13 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
             weights = rec.handler.new_weights(rec, weights, keeper(rec))
         new.set_weights(weights)
     return new_model
+
+
+def _pack(model, tensors):
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict):
+        return keras.tree.pack_sequence_as(struct, tensors)
+    return tensors if len(tensors) > 1 else tensors[0]
 
 
 def _layer_reports(graph, removed, decisions) -> list[LayerReport]:

@@ -44,8 +44,11 @@ def as_functional(layer: Any):
     return None
 
 
-def flatten_model(model: keras.Model) -> tuple[list[Call], list[Hashable], list[Hashable]]:
-    """Return (calls in topological order, input keys, output keys) of `model`."""
+def flatten_model(model: keras.Model, nested_inputs: dict | None = None):
+    """Return (calls in topological order, input keys, output keys) of `model`.
+
+    If `nested_inputs` is a dict, it receives {id(nested model): its input keys at the first call}.
+    """
     graph = as_functional(model)
     if graph is None:
         raise TypeError(
@@ -72,6 +75,8 @@ def flatten_model(model: keras.Model) -> tuple[list[Call], list[Hashable], list[
                 inner = as_functional(op)
                 if inner is not None:
                     inner_scope = next(counter)
+                    if nested_inputs is not None:
+                        nested_inputs.setdefault(id(op), in_keys)
                     for t, key in zip(inner.inputs, in_keys):
                         alias[(inner_scope, id(t))] = key
                     walk(inner, inner_scope)
