@@ -152,7 +152,11 @@ def test_ignored_layers_are_frozen_and_unknown_names_rejected():
     model = keras.Model(x, layers.Conv2D(2, 1)(layers.Conv2D(8, 1, name="b")(a)))
     graph = DependencyGraph(model, ignored_layers=["a"])
     assert not group_of(graph, "a").prunable
+    assert "a is in ignored_layers" in group_of(graph, "a").reasons
     assert group_of(graph, "b").prunable  # its input channels belong to 'a'; its output is free
+    graph = DependencyGraph(model, ignored_layers=["b"])
+    assert group_of(graph, "a").prunable  # an ignored layer's inputs still shrink
+    assert not group_of(graph, "b").prunable
     with pytest.raises(ValueError, match="not layers of model"):
         DependencyGraph(model, ignored_layers=["nope"])
 

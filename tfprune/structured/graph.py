@@ -102,7 +102,8 @@ class DependencyGraph:
 
     Args:
         model: a built Sequential or functional model (nested models are followed).
-        ignored_layers: layers (or names) whose channels must not change.
+        ignored_layers: layers (or names) whose output channels must not change (their inputs
+            still shrink with the layers that feed them).
 
     Example:
         >>> graph = DependencyGraph(model)
@@ -135,8 +136,9 @@ class DependencyGraph:
                 "Fix: pass layer objects or names from model.summary()."
             )
         for rec in self.records.values():
-            if rec.name in ignored_names:
-                for labels in rec.slots.values():
+            if rec.name in ignored_names:  # its output channels stay; its inputs may still shrink
+                labels = rec.slots.get("out", rec.slots.get("in"))
+                if labels is not None:
                     self.freeze(labels, f"{rec.name} is in ignored_layers")
         self._finalize()
 

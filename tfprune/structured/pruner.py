@@ -153,7 +153,7 @@ def prune_filters(
         pruning_ratio_dict: per-layer ratios {layer or name: ratio}; applies to that layer's group.
         max_pruning_ratio: no group loses more than this fraction of its channels.
         round_to: keep every group's channel count a multiple of this number.
-        ignored_layers: layers (or names) whose channels must not change.
+        ignored_layers: layers (or names) whose output channels must not change.
         example_inputs: a data batch, x or (x, y); needed by 'taylor'.
 
     The model's inputs and outputs keep their shapes; layers the dependency graph does not

@@ -1,0 +1,98 @@
+"""tfprune-prune-filters run as a subprocess: outputs, exit codes, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-m", "tfprune.cli.prune_filters", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def error_line(stderr):
+    lines = [l for l in stderr.splitlines() if l.startswith("tfprune-prune-filters: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    x = keras.Input((16, 16, 3))
+    y = layers.Conv2D(32, 3, padding="same", name="c0")(x)
+    y = layers.BatchNormalization()(y)
+    y = layers.ReLU()(y)
+    y = layers.Conv2D(24, 3, padding="same", name="c1")(y)
+    y = layers.GlobalAveragePooling2D()(y)
+    model = keras.Model(x, layers.Dense(4, name="logits")(y))
+    path = tmp_path_factory.mktemp("cli") / "model.keras"
+    model.save(path)
+    return path
+
+
+def test_prunes_and_writes_a_loadable_model(model_path, tmp_path):
+    out = tmp_path / "out.keras"
+    code, stdout, stderr = run_cli("--model", model_path, "--output", out, "--pruning_ratio", "0.5",
+                                   "--importance", "fpgm", "--round_to", "8")
+    assert code == 0, stderr
+    assert "params" in stdout and "c0" in stdout and "after" in stdout
+    pruned = keras.saving.load_model(out)
+    assert pruned.get_layer("c0").filters == 16 and pruned.get_layer("c1").filters == 16
+    assert pruned(np.zeros((1, 16, 16, 3), "float32")).shape == (1, 4)
+    assert sorted(os.listdir(tmp_path)) == ["out.keras"]  # no temporary file left behind
+
+
+def test_json_output_and_overwrite(model_path, tmp_path):
+    out = tmp_path / "out.keras"
+    out.write_bytes(b"old")
+    code, _, stderr = run_cli("--model", model_path, "--output", out)
+    assert code == 2 and "--overwrite" in error_line(stderr)
+    assert out.read_bytes() == b"old"
+    code, stdout, stderr = run_cli("--model", model_path, "--output", out, "--overwrite", "--json",
+                                   "--global_pruning", "--ignored_layers", "c0")
+    assert code == 0, stderr
+    report = json.loads(stdout.strip().splitlines()[-1])
+    assert report["params_after"] < report["params_before"]
+    channels = {e["name"]: e["channels_after"] for e in report["layers"]}
+    assert channels["c0"] == 32 and channels["c1"] < 24
+
+
+@pytest.mark.parametrize("args, needle", [
+    ([], "--model is required"),
+    (["--model", "/nonexistent/m.keras", "--output", "{tmp}/o.keras"], "does not exist"),
+    (["--model", "{model}", "--output", "{tmp}/o.keras", "--pruning_ratio", "1.5"], "--pruning_ratio must be"),
+    (["--model", "{model}", "--output", "{tmp}/o.keras", "--pruning_ratio", "half"], "--pruning_ratio"),
+    (["--model", "{model}", "--output", "{tmp}/o.keras", "--importance", "magic"], "unknown --importance"),
+    (["--model", "{model}", "--output", "{tmp}/o.keras", "--round_to", "0"], "--round_to"),
+    (["--model", "{model}", "--output", "{tmp}/missing_dir/o.keras"], "output directory"),
+    (["--model", "{model}", "--output", "{tmp}/o.h5"], "must end with .keras"),
+    (["--model", "{model}", "--output", "{tmp}/o.keras", "--no_such_flag"], "no_such_flag"),
+])
+def test_usage_errors_exit_2(model_path, tmp_path, args, needle):
+    args = [a.format(tmp=tmp_path, model=model_path) for a in args]
+    code, stdout, stderr = run_cli(*args)
+    assert code == 2
+    line = error_line(stderr)
+    assert needle in line and "Fix" in line
+    assert not os.path.exists(tmp_path / "o.keras")
+
+
+def test_corrupt_model_and_failed_pruning_exit_1(model_path, tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"this is not a zip archive")
+    code, _, stderr = run_cli("--model", bad, "--output", tmp_path / "o.keras")
+    assert code == 1 and "could not load" in error_line(stderr)
+    code, _, stderr = run_cli("--model", model_path, "--output", tmp_path / "o.keras", "--ignored_layers", "nope")
+    assert code == 1 and "ignored_layers" in error_line(stderr)
+    assert sorted(os.listdir(tmp_path)) == ["bad.keras"]
