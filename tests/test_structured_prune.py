@@ -107,6 +107,7 @@ def test_original_model_is_not_modified():
     ({"max_pruning_ratio": 0}, "max_pruning_ratio must be"),
     ({"round_to": 0}, "round_to must be"),
     ({"pruning_ratio_dict": {"c0": 2}}, "pruning_ratio_dict"),
+    ({"pruning_ratio_dict": {"bn0": 0.5}}, "produce channels"),
     ({"importance": "nope"}, "Unknown importance"),
 ])
 def test_bad_arguments_name_the_problem(kwargs, match):

@@ -58,6 +58,13 @@ def plan(
 ) -> tuple[np.ndarray, list[GroupDecision]]:
     """Return (boolean mask over unit roots: removed, one GroupDecision per group)."""
     ratio_dict = {getattr(k, "name", k): float(v) for k, v in (pruning_ratio_dict or {}).items()}
+    producers = {name for group in graph.groups for name in group.producers}
+    unknown = sorted(set(ratio_dict) - producers)
+    if unknown:
+        raise ValueError(
+            f"pruning_ratio_dict keys {unknown} are not layers that produce channels (Conv, Dense, ...). "
+            "Fix: key the dict by the name of a convolution or Dense layer."
+        )
     decisions, scores, local = [], {}, {}
     for group in graph.groups:
         named = [ratio_dict[n] for n in group.producers if n in ratio_dict]
