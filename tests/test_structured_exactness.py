@@ -165,7 +165,17 @@ def m_mlp():
     return keras.Model(x, layers.Dense(3, activation="softmax")(y))
 
 
+def m_raw_ops():
+    x = keras.Input((8, 8, 3))
+    a = conv_bn(x, 8)
+    b = layers.Conv2D(8, 3, padding="same")(a)
+    y = keras.ops.relu(a + b) * 0.5  # keras.ops on symbolic tensors
+    y = keras.ops.maximum(conv_bn(y, 6), conv_bn(y, 6))
+    return keras.Model(x, layers.Dense(2)(layers.GlobalAveragePooling2D()(y)))
+
+
 MODELS = {f.__name__[2:]: f for f in [
+    m_raw_ops,
     m_chain, m_residual, m_merges, m_concat, m_depthwise, m_grouped, m_transpose_and_spatial,
     m_squeeze_excite, m_reshape_dense, m_conv1d_conv3d, m_nested, m_shared, m_sequential, m_mlp,
 ]}

@@ -185,3 +185,13 @@ def test_register_handler_adds_a_layer_type():
     finally:
         _REGISTRY.pop(Scale)
     assert type(get_handler(Scale())).__name__ == "Unknown"
+
+
+def test_ops_with_constant_arrays_are_not_understood():
+    x = keras.Input((6, 6, 3))
+    a = layers.Conv2D(3, 1, name="a")(x)
+    b = layers.Conv2D(3, 1, name="b")(x)
+    y = keras.ops.add(a * np.array([1.0, 2.0, 3.0], "float32"), b)
+    graph = DependencyGraph(keras.Model(x, layers.Conv2D(2, 1)(y)))
+    assert len(graph.unsupported) == 1 and "constant" in graph.unsupported[0][1]
+    assert not group_of(graph, "a").prunable and not group_of(graph, "b").prunable

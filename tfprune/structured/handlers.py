@@ -96,14 +96,14 @@ class Unknown(LayerHandler):
 class PassThrough(LayerHandler):
     """Channel-wise layers without weights: activations, dropout, pooling, padding, cropping."""
 
-    def __init__(self, check: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, check: Callable[[dict, int], None] | None = None) -> None:
         self.check = check
 
     def trace(self, graph, call):
         config = call.layer.get_config()
         check_channels_last(config)
         if self.check:
-            self.check(config)
+            self.check(config, len(call.input_shapes[0]))
         labels = graph.values[call.inputs[0]]
         graph.record(call.layer).slots.setdefault("in", labels)  # no weights: calls stay independent
         return [labels]
@@ -115,13 +115,13 @@ class PassThrough(LayerHandler):
         return config
 
 
-def _check_activation(config: dict) -> None:
+def _check_activation(config: dict, rank: int) -> None:
     name = activation_name(config.get("activation"))
     if name not in ELEMENTWISE_ACTIVATIONS:
         raise Unsupported(f"activation {name!r} mixes channels")
 
 
-def _check_rescaling(config: dict) -> None:
+def _check_rescaling(config: dict, rank: int) -> None:
     for key in ("scale", "offset"):
         if np.ndim(config.get(key, 0)) > 0 and np.size(config.get(key)) > 1:
             raise Unsupported(f"per-channel Rescaling {key}")
@@ -303,10 +303,13 @@ class DenseHandler(LayerHandler):
 
 
 class Merge(LayerHandler):
-    """Add, Subtract, Multiply, Average, Maximum, Minimum: equal channels are coupled.
-    An input with a single channel broadcasts (its channel is kept)."""
+    """Add, Subtract, Multiply, Average, Maximum, Minimum (layers, or the same keras.ops on
+    tensors): equal channels are coupled. An input with a single channel broadcasts (its channel
+    is kept); a unary call (e.g. `x * 2.0`, `relu(x)`) passes channels through."""
 
     def trace(self, graph, call):
+        if call.constants:
+            raise Unsupported("a constant array argument would need slicing")
         labels = [graph.values[k] for k in call.inputs]
         sizes = [len(x) for x in labels]
         full = max(sizes)
@@ -430,6 +433,19 @@ def _register_defaults() -> None:
     for name in ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"]:
         register_handler(getattr(L, name), Merge())
     register_handler(L.Concatenate, ConcatenateHandler())
+    # keras.ops used directly on symbolic tensors in a functional model (`a + b`, `ops.relu(x)`)
+    from keras.src.ops import nn as ops_nn
+    from keras.src.ops import numpy as ops_np
+
+    elementwise_op = Merge()
+    for module, names in [
+        (ops_np, ["Add", "Subtract", "Multiply", "Maximum", "Minimum", "Tanh", "Negative", "Abs", "Square"]),
+        (ops_nn, ["Relu", "Relu6", "Sigmoid", "Silu", "Gelu", "Elu", "Selu", "Softplus", "LeakyRelu",
+                  "HardSigmoid", "HardSilu"]),
+    ]:
+        for name in names:
+            if hasattr(module, name):
+                register_handler(getattr(module, name), elementwise_op)
     register_handler(L.Flatten, FlattenHandler())
     register_handler(L.Reshape, ReshapeHandler())
 

@@ -27,6 +27,16 @@ class Call:
     input_shapes: list[tuple]
     outputs: list[Hashable]
     output_shapes: list[tuple]
+    constants: bool = False  # a non-scalar constant among the arguments (e.g. `x * array`)
+
+
+def _has_constants(node) -> bool:
+    for value in keras.tree.flatten((node.arguments.args, node.arguments.kwargs)):
+        if isinstance(value, keras.KerasTensor) or value is None or isinstance(value, (bool, int, float, str)):
+            continue
+        if getattr(value, "shape", ()) not in ((), None):
+            return True
+    return False
 
 
 def as_functional(layer: Any):
@@ -90,6 +100,7 @@ def flatten_model(model: keras.Model, nested_inputs: dict | None = None):
                         input_shapes=[tuple(t.shape) for t in node.input_tensors],
                         outputs=[(scope, id(t)) for t in node.outputs],
                         output_shapes=[tuple(t.shape) for t in node.outputs],
+                        constants=_has_constants(node),
                     )
                 )
 
