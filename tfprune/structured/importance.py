@@ -45,13 +45,21 @@ class Importance:
         """[(channel labels, scores)] for one layer record; [] if this layer gives no opinion."""
         raise NotImplementedError
 
-    def group_scores(self, graph, group) -> np.ndarray:
+    def group_scores(self, graph, group, cache: dict | None = None) -> np.ndarray:
+        """One score per unit of `group` (NaN where no layer gives one). `cache` (a dict shared
+        across groups) avoids scoring a layer again for each group it touches."""
         units = group.units
         total = np.zeros(len(units))
         count = np.zeros(len(units))
         best = np.full(len(units), -np.inf)
         for rec in group.members:
-            for labels, scores in self.layer_scores(rec):
+            if cache is None:
+                layer_scores = self.layer_scores(rec)
+            else:
+                if id(rec) not in cache:
+                    cache[id(rec)] = self.layer_scores(rec)
+                layer_scores = cache[id(rec)]
+            for labels, scores in layer_scores:
                 roots = graph.root_of[labels]
                 pos = np.searchsorted(units, roots)
                 inside = (pos < len(units)) & (units[np.minimum(pos, len(units) - 1)] == roots)

@@ -65,7 +65,7 @@ def plan(
             f"pruning_ratio_dict keys {unknown} are not layers that produce channels (Conv, Dense, ...). "
             "Fix: key the dict by the name of a convolution or Dense layer."
         )
-    decisions, scores, local = [], {}, {}
+    decisions, scores, local, cache = [], {}, {}, {}
     for group in graph.groups:
         named = [ratio_dict[n] for n in group.producers if n in ratio_dict]
         requested = max(named) if named else pruning_ratio
@@ -77,7 +77,7 @@ def plan(
         if requested <= 0:
             decision.reason = "ratio 0"
             continue
-        s = importance.group_scores(graph, group)
+        s = importance.group_scores(graph, group, cache)
         if np.all(np.isnan(s[~group.frozen])):
             decision.reason = f"importance {importance.name!r} gives no score to this group"
             continue
