@@ -187,6 +187,14 @@ def test_register_handler_adds_a_layer_type():
     assert type(get_handler(Scale())).__name__ == "Unknown"
 
 
+def test_supported_layer_classes_lists_layers_and_ops():
+    from tfprune.structured import supported_layer_classes
+
+    names = supported_layer_classes()
+    assert {"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "Concatenate", "ops.Add"} <= set(names)
+    assert "Lambda" not in names and "Permute" not in names
+
+
 def test_ops_with_constant_arrays_are_not_understood():
     x = keras.Input((6, 6, 3))
     a = layers.Conv2D(3, 1, name="a")(x)

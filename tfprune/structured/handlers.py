@@ -384,7 +384,11 @@ _REGISTRY: dict[type, LayerHandler] = {}
 
 
 def register_handler(layer_class: type, handler: LayerHandler) -> None:
-    """Register `handler` for layers whose class is exactly `layer_class`."""
+    """Register `handler` for layers whose class is exactly `layer_class`.
+
+    Example:
+        >>> register_handler(MyChannelwiseActivation, PassThrough())
+    """
     if not isinstance(handler, LayerHandler):
         raise TypeError(f"Expected a LayerHandler instance, received {type(handler).__name__}.")
     _REGISTRY[layer_class] = handler
@@ -395,7 +399,9 @@ def get_handler(layer: Any) -> LayerHandler:
 
 
 def supported_layer_classes() -> list[str]:
-    return sorted(cls.__name__ for cls in _REGISTRY)
+    """Names of the registered layer classes; keras.ops operations are listed as 'ops.Name'."""
+    return sorted(cls.__name__ if issubclass(cls, keras.layers.Layer) else f"ops.{cls.__name__}"
+                  for cls in _REGISTRY)
 
 
 _UNKNOWN = Unknown()

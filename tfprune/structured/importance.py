@@ -269,7 +269,12 @@ IMPORTANCES = {
 
 
 def get_importance(importance: "str | Importance", **kwargs) -> Importance:
-    """An Importance from a name in IMPORTANCES or an instance (returned as is)."""
+    """An Importance from a name in IMPORTANCES or an instance (returned as is).
+
+    Example:
+        >>> get_importance("l2", group_reduction="max")
+        >>> get_importance("random", seed=3)
+    """
     if isinstance(importance, Importance):
         return importance
     key = str(importance).lower().replace("-", "_")

@@ -33,7 +33,13 @@ def _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict) ->
 
 
 def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> keras.Model:
-    """A copy of `model` without the channel units marked in `removed` (a mask over unit roots)."""
+    """A copy of `model` without the channel units marked in `removed` (a mask over unit roots).
+
+    Example:
+        >>> graph = DependencyGraph(model)
+        >>> removed, _ = plan(graph, get_importance("l1"), pruning_ratio=0.5)
+        >>> smaller = rebuild(model, graph, removed)
+    """
 
     def keeper(rec):
         return lambda slot: graph.kept_indices(rec.slots[slot], removed)
