@@ -40,7 +40,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("round_to", None, "Keep channel counts a multiple of this number.", flag_values=fv)
     flags.DEFINE_boolean("global_pruning", False, "Rank channels across all layers.", flag_values=fv)
     flags.DEFINE_float("max_pruning_ratio", 0.9, "Upper bound per group, in (0, 1].", flag_values=fv)
-    flags.DEFINE_list("ignored_layers", [], "Comma-separated layer names to leave unchanged.", flag_values=fv)
+    flags.DEFINE_list("ignored_layers", [], "Comma-separated names of layers whose output channels must stay.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing output file.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as one JSON object instead of tables.", flag_values=fv)
     return fv
