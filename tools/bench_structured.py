@@ -2,7 +2,7 @@
 
 For ResNet-56 (32x32) and MobileNetV2 (224x224) at pruning ratios 0.3 and 0.5, the original and
 pruned models are measured side by side in one run (batch 1 and 32; median of repeated calls of a
-traced tf.function). Then the time to analyse and prune ResNet50 (224x224) is measured.
+traced tf.function, calls alternating between the models). Then the time to analyse and prune ResNet50 (224x224) is measured.
 
 Targets: measured speed-up >= 0.8 x the MAC reduction; ResNet50 analysed and pruned in < 10 s.
 
@@ -33,29 +33,37 @@ from tfprune.structured import DependencyGraph, prune_filters  # noqa: E402
 from tfprune.structured.models import resnet_cifar  # noqa: E402
 
 
-def latency_ms(model: keras.Model, batch: int, repeats: int) -> float:
-    shape = (batch,) + tuple(model.input_shape[1:])
+def paired_latency_ms(models: list[keras.Model], batch: int, repeats: int) -> list[float]:
+    """Median latency of each model; calls alternate between the models so drift hits all alike."""
+    shape = (batch,) + tuple(models[0].input_shape[1:])
     x = tf.constant(np.random.default_rng(0).normal(size=shape).astype("float32"))
-    fn = tf.function(lambda t: model(t, training=False))
-    for _ in range(3):
-        fn(x).numpy()
-    times = []
+    fns = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
+    for fn in fns:
+        for _ in range(3):
+            fn(x).numpy()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x).numpy()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn(x).numpy()
+            bucket.append(time.perf_counter() - start)
+    return [1000 * statistics.median(bucket) for bucket in times]
 
 
 def bench_model(name, build, ratios, args) -> list[dict]:
     model = build()
-    rows = []
     base = {"params": analysis.count_params(model), "macs": analysis.count_flops(model)}
-    base_lat = {b: latency_ms(model, b, args.repeats if b == 1 else max(3, args.repeats // 4)) for b in (1, 32)}
+    pruned_models = []
     for ratio in ratios:
-        pruned, report = prune_filters(model, pruning_ratio=ratio, importance=args.importance,
-                                       round_to=args.round_to)
-        lat = {b: latency_ms(pruned, b, args.repeats if b == 1 else max(3, args.repeats // 4)) for b in (1, 32)}
+        pruned_models.append(prune_filters(model, pruning_ratio=ratio, importance=args.importance,
+                                           round_to=args.round_to))
+    latency = {}
+    for b in (1, 32):
+        repeats = args.repeats if b == 1 else max(3, args.repeats // 4)
+        latency[b] = paired_latency_ms([model] + [p for p, _ in pruned_models], b, repeats)
+        print(f"  measured {name} batch {b}", file=sys.stderr, flush=True)
+    rows = []
+    for i, (ratio, (_, report)) in enumerate(zip(ratios, pruned_models)):
         mac_reduction = base["macs"] / report.macs_after
         row = {
             "model": name, "ratio": ratio,
@@ -64,14 +72,13 @@ def bench_model(name, build, ratios, args) -> list[dict]:
             "mac_reduction": round(mac_reduction, 3),
         }
         for b in (1, 32):
-            speedup = base_lat[b] / lat[b]
+            before, after = latency[b][0], latency[b][i + 1]
             row.update({
-                f"ms_b{b}_before": round(base_lat[b], 2), f"ms_b{b}_after": round(lat[b], 2),
-                f"speedup_b{b}": round(speedup, 3),
-                f"speedup_b{b}_over_mac_reduction": round(speedup / mac_reduction, 3),
+                f"ms_b{b}_before": round(before, 2), f"ms_b{b}_after": round(after, 2),
+                f"speedup_b{b}": round(before / after, 3),
+                f"speedup_b{b}_over_mac_reduction": round(before / after / mac_reduction, 3),
             })
         rows.append(row)
-        print(f"  measured {name} ratio {ratio}", file=sys.stderr, flush=True)
     return rows
 
 
