@@ -203,3 +203,19 @@ def test_ops_with_constant_arrays_are_not_understood():
     graph = DependencyGraph(keras.Model(x, layers.Conv2D(2, 1)(y)))
     assert len(graph.unsupported) == 1 and "constant" in graph.unsupported[0][1]
     assert not group_of(graph, "a").prunable and not group_of(graph, "b").prunable
+
+
+def test_sequence_layers_are_kept_and_the_rest_still_prunes():
+    x = keras.Input((12,), dtype="int32")
+    h = layers.Embedding(100, 16)(x)
+    h = layers.Conv1D(32, 3, padding="same", activation="relu", name="conv")(h)
+    h = layers.LSTM(24, return_sequences=True)(h)
+    h = layers.MultiHeadAttention(2, 8)(h, h)
+    h = layers.Dense(16, activation="relu", name="d")(h)
+    model = keras.Model(x, layers.Dense(3)(layers.GlobalMaxPooling1D()(h)))
+    pruned, report = prune_filters(model, pruning_ratio=0.5)
+    assert {"embedding", "lstm", "multi_head_attention"} <= {n for n, _ in report.unsupported}
+    assert report.layer("conv").channels_after == 32
+    assert report.layer("d").channels_after == 8
+    xs = np.random.default_rng(0).integers(0, 100, size=(2, 12))
+    assert pruned(xs).shape == (2, 3)

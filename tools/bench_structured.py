@@ -2,7 +2,8 @@
 
 For ResNet-56 (32x32) and MobileNetV2 (224x224) at pruning ratios 0.3 and 0.5, the original and
 pruned models are measured side by side in one run (batch 1 and 32; median of repeated calls of a
-traced tf.function, calls alternating between the models). Then the time to analyse and prune ResNet50 (224x224) is measured.
+traced tf.function, calls alternating between the models). Then the time to analyse and prune
+ResNet50 (224x224) is measured.
 
 Targets: measured speed-up >= 0.8 x the MAC reduction; ResNet50 analysed and pruned in < 10 s.
 

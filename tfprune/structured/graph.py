@@ -203,6 +203,8 @@ class DependencyGraph:
             outputs = handler.trace(self, call)
         except handlers_lib.Unsupported as err:
             outputs = self.unknown(call, f"{call.layer.name}: {err}")
+        except Exception as err:  # a handler bug must not break the model: keep its channels
+            outputs = self.unknown(call, f"{call.layer.name}: tracing failed ({type(err).__name__}: {err})")
         for key, labels in zip(call.outputs, outputs):
             self.values[key] = labels
 
