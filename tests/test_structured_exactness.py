@@ -140,6 +140,17 @@ def m_nested():
     return keras.Model(x, layers.Dense(3)(layers.GlobalAveragePooling2D()(y)))
 
 
+def m_nested_twice():
+    xi = keras.Input((8, 8, 6))
+    yi = layers.Conv2D(6, 3, padding="same")(layers.ReLU()(xi))  # pass-through first: no weights
+    block = keras.Model(xi, layers.Add()([xi, yi]), name="twice")
+    x = keras.Input((8, 8, 3))
+    a = block(conv_bn(x, 6))
+    b = block(conv_bn(x, 6))
+    y = layers.Concatenate()([a, b])
+    return keras.Model(x, layers.Dense(2)(layers.GlobalAveragePooling2D()(conv_bn(y, 4))))
+
+
 def m_shared():
     x = keras.Input((10, 10, 3))
     shared = layers.Conv2D(8, 3, padding="same", activation="relu")
@@ -177,7 +188,8 @@ def m_raw_ops():
 MODELS = {f.__name__[2:]: f for f in [
     m_raw_ops,
     m_chain, m_residual, m_merges, m_concat, m_depthwise, m_grouped, m_transpose_and_spatial,
-    m_squeeze_excite, m_reshape_dense, m_conv1d_conv3d, m_nested, m_shared, m_sequential, m_mlp,
+    m_squeeze_excite, m_reshape_dense, m_conv1d_conv3d, m_nested, m_nested_twice, m_shared,
+    m_sequential, m_mlp,
 ]}
 
 

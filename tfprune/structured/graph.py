@@ -117,7 +117,7 @@ class DependencyGraph:
         self.values: dict[Hashable, np.ndarray] = {}
         self.records: dict[int, LayerRecord] = {}
         self.unsupported: list[tuple[str, str]] = []
-        self.nested_inputs: dict[int, list[Hashable]] = {}
+        self.nested_inputs: dict[int, list[list[Hashable]]] = {}
         calls, input_keys, output_keys = flatten_model(model, self.nested_inputs)
         self.calls = calls
         graph_inputs = model.inputs
@@ -125,6 +125,15 @@ class DependencyGraph:
             self.values[key] = self.fresh(_channels(tuple(tensor.shape)), reason="model input")
         for call in calls:
             self._trace(call)
+        for per_call in self.nested_inputs.values():  # a nested model called twice has one shape
+            for keys in per_call[1:]:
+                for first, other in zip(per_call[0], keys):
+                    a, b = self.values[first], self.values[other]
+                    if len(a) == len(b):
+                        self.union(a, b)
+                    else:
+                        self.freeze(a, "nested model called on different channel counts")
+                        self.freeze(b, "nested model called on different channel counts")
         for key in output_keys:
             self.freeze(self.values[key], "model output")
         ignored_names = {getattr(x, "name", x) for x in (ignored_layers or [])}

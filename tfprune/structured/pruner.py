@@ -60,7 +60,7 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
 
     def clone_layer(layer):
         if isinstance(layer, keras.Model) and id(layer) in graph.nested_inputs:
-            new = clone_nested(layer, graph.nested_inputs[id(layer)])
+            new = clone_nested(layer, graph.nested_inputs[id(layer)][0])
             new_layers[id(layer)] = new
             return new
         rec = changed.get(id(layer))

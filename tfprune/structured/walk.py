@@ -57,7 +57,7 @@ def as_functional(layer: Any):
 def flatten_model(model: keras.Model, nested_inputs: dict | None = None):
     """Return (calls in topological order, input keys, output keys) of `model`.
 
-    If `nested_inputs` is a dict, it receives {id(nested model): its input keys at the first call}.
+    If `nested_inputs` is a dict, it receives {id(nested model): [its input keys, one list per call]}.
     """
     graph = as_functional(model)
     if graph is None:
@@ -86,7 +86,7 @@ def flatten_model(model: keras.Model, nested_inputs: dict | None = None):
                 if inner is not None:
                     inner_scope = next(counter)
                     if nested_inputs is not None:
-                        nested_inputs.setdefault(id(op), in_keys)
+                        nested_inputs.setdefault(id(op), []).append(in_keys)
                     for t, key in zip(inner.inputs, in_keys):
                         alias[(inner_scope, id(t))] = key
                     walk(inner, inner_scope)
