@@ -40,7 +40,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("round_to", None, "Keep channel counts a multiple of this number.", flag_values=fv)
     flags.DEFINE_boolean("global_pruning", False, "Rank channels across all layers.", flag_values=fv)
     flags.DEFINE_float("max_pruning_ratio", 0.9, "Upper bound per group, in (0, 1].", flag_values=fv)
-    flags.DEFINE_list("ignored_layers", [], "Comma-separated names of layers whose output channels must stay.", flag_values=fv)
+    flags.DEFINE_list("ignored_layers", [], "Comma-separated names of layers whose output channels must stay.",
+                      flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing output file.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as one JSON object instead of tables.", flag_values=fv)
     return fv
@@ -53,20 +54,30 @@ def check_arguments(fv: flags.FlagValues) -> None:
     if not fv.output:
         raise UsageError("--output is required. Fix: --output path/to/pruned.keras")
     if not os.path.isfile(fv.model):
-        raise UsageError(f"model file {fv.model!r} does not exist. Fix: pass the path of a saved .keras model.")
+        raise UsageError(
+            f"model file {fv.model!r} does not exist. Fix: pass the path of a saved .keras model."
+        )
     if not 0 <= fv.pruning_ratio < 1:
-        raise UsageError(f"--pruning_ratio must be in [0, 1), received {fv.pruning_ratio}. Fix: e.g. --pruning_ratio 0.5")
+        raise UsageError(
+            f"--pruning_ratio must be in [0, 1), received {fv.pruning_ratio}. Fix: e.g. --pruning_ratio 0.5"
+        )
     if not 0 < fv.max_pruning_ratio <= 1:
         raise UsageError(
             f"--max_pruning_ratio must be in (0, 1], received {fv.max_pruning_ratio}. Fix: e.g. --max_pruning_ratio 0.9"
         )
     if fv.importance not in IMPORTANCES:
         hint = " ('taylor' needs data: use the Python API)" if fv.importance == "taylor" else ""
-        raise UsageError(f"unknown --importance {fv.importance!r}{hint}. Fix: use one of {', '.join(IMPORTANCES)}.")
+        raise UsageError(
+            f"unknown --importance {fv.importance!r}{hint}. Fix: use one of {', '.join(IMPORTANCES)}."
+        )
     if fv.round_to is not None and fv.round_to < 1:
-        raise UsageError(f"--round_to must be a positive integer, received {fv.round_to}. Fix: e.g. --round_to 8")
+        raise UsageError(
+            f"--round_to must be a positive integer, received {fv.round_to}. Fix: e.g. --round_to 8"
+        )
     if not fv.output.endswith(".keras"):
-        raise UsageError(f"--output must end with .keras, received {fv.output!r}. Fix: e.g. --output pruned.keras")
+        raise UsageError(
+            f"--output must end with .keras, received {fv.output!r}. Fix: e.g. --output pruned.keras"
+        )
     out_dir = os.path.dirname(os.path.abspath(fv.output))
     if not os.path.isdir(out_dir):
         raise UsageError(f"output directory {out_dir!r} does not exist. Fix: create it or choose another --output.")
@@ -119,7 +130,9 @@ def main(fv: flags.FlagValues) -> int:
     try:
         save_atomically(pruned, fv.output)
     except Exception as err:  # noqa: BLE001
-        raise Failure(f"could not write {fv.output!r} ({_first_line(err)}). Fix: check the location and disk space.") from None
+        raise Failure(
+            f"could not write {fv.output!r} ({_first_line(err)}). Fix: check the location and disk space."
+        ) from None
     if fv.json:
         print(json.dumps(dict(report.to_dict(), output=fv.output)))
     else:
