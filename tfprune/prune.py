@@ -46,7 +46,7 @@ def _clone_graph_model(model: keras.Model, transform: Any) -> keras.Model:
         pairs.append((layer, new_layer, has_weights))
         return new_layer
 
-    clone = keras.models.clone_model(model, clone_function=clone_function)
+    clone = keras.models.clone_model(model, input_tensors=_fresh_inputs(model), clone_function=clone_function)
     for old, new, has_weights in pairs:
         if has_weights:
             continue
@@ -57,6 +57,19 @@ def _clone_graph_model(model: keras.Model, transform: Any) -> keras.Model:
     if getattr(model, "optimizer", None) is not None and getattr(model, "compiled", False):
         pass  # like keras.models.clone_model, the clone is returned uncompiled
     return clone
+
+
+def _fresh_inputs(model: keras.Model) -> Any:
+    """New `keras.Input`s that keep the names of a functional model's input layers."""
+    if isinstance(model, keras.Sequential):
+        return None
+    tensors = []
+    for tensor in model.inputs:
+        layer = tensor._keras_history.operation
+        tensors.append(
+            keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, sparse=tensor.sparse, name=layer.name)
+        )
+    return tensors if isinstance(model._inputs_struct, (list, tuple)) else tensors[0]
 
 
 def _check_params(
@@ -203,27 +216,47 @@ def strip_pruning(model: Any) -> Any:
     return model
 
 
+def _replace_attribute(parent: keras.layers.Layer, name: str, value: Any) -> None:
+    tracker = getattr(parent, "_tracker", None)
+    was_locked = bool(getattr(tracker, "locked", False))
+    if was_locked:
+        tracker.unlock()
+    try:
+        old = getattr(parent, name)
+        olds = list(old) if isinstance(old, (list, tuple)) else [old]
+        delattr(parent, name)
+        layers = getattr(parent, "_layers", None)
+        if layers is not None:
+            for item in olds:
+                for index, tracked in enumerate(list(layers)):
+                    if tracked is item:
+                        del layers[index]
+                        break
+        setattr(parent, name, value)
+    finally:
+        if was_locked:
+            tracker.lock()
+
+
+def _plain(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
+    wrapper.layer.set_weights(wrapper.masked_weight_values())
+    return wrapper.layer
+
+
 def _strip_in_place(parent: keras.layers.Layer) -> None:
     for name, value in list(vars(parent).items()):
-        if name.startswith("_") and name not in ("_layers",):
+        if name.startswith("_"):
             continue
         if isinstance(value, PruneLowMagnitude):
-            plain = value.layer
-            plain.set_weights(value.masked_weight_values())
-            delattr(parent, name)
-            setattr(parent, name, plain)
+            _replace_attribute(parent, name, _plain(value))
         elif isinstance(value, (list, tuple)) and any(isinstance(v, PruneLowMagnitude) for v in value):
-            new_items = []
+            items = [_plain(v) if isinstance(v, PruneLowMagnitude) else v for v in value]
+            _replace_attribute(parent, name, tuple(items) if isinstance(value, tuple) else items)
+        if isinstance(value, (list, tuple)):
             for item in value:
-                if isinstance(item, PruneLowMagnitude):
-                    item.layer.set_weights(item.masked_weight_values())
-                    item = item.layer
-                elif isinstance(item, keras.layers.Layer):
+                if isinstance(item, keras.layers.Layer) and not isinstance(item, PruneLowMagnitude):
                     _strip_in_place(item)
-                new_items.append(item)
-            delattr(parent, name)
-            setattr(parent, name, type(value)(new_items) if isinstance(value, tuple) else new_items)
-        elif isinstance(value, keras.layers.Layer) and value is not parent:
+        elif isinstance(value, keras.layers.Layer) and not isinstance(value, PruneLowMagnitude):
             _strip_in_place(value)
 
 
