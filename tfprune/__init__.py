@@ -1,16 +1,35 @@
 """tfprune: magnitude and structured pruning for Keras 3."""
 
-from tfprune import masks
+from tfprune import analysis, masks, structured
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep, format_sparsity_table, sparsity_report
 from tfprune.hparams import ContribSchedule, PruningHParams, get_pruning_hparams
 from tfprune.prune import collect_wrappers, prune_low_magnitude, prune_scope, strip_pruning
 from tfprune.registry import PrunableLayer, UnsupportedLayerError
+from tfprune.masks import (
+    block_magnitude_mask,
+    check_m_by_n,
+    global_magnitude_masks,
+    m_by_n_mask,
+    m_by_n_violations,
+    magnitude_mask,
+)
+from tfprune.structured import DependencyGraph, prune_filters
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfprune.wrapper import PruneLowMagnitude
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DependencyGraph",
+    "analysis",
+    "block_magnitude_mask",
+    "check_m_by_n",
+    "global_magnitude_masks",
+    "m_by_n_mask",
+    "m_by_n_violations",
+    "magnitude_mask",
+    "prune_filters",
+    "structured",
     "ConstantSparsity",
     "ContribSchedule",
     "PolynomialDecay",
