@@ -1,0 +1,80 @@
+"""PruningSummaries writes the logged values; the demo runs end to end."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfprune
+from tests.helpers import classification_data, small_cnn
+
+
+def _read_scalars(log_dir):
+    values = {}
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                values.setdefault(value.tag, []).append((event.step, number))
+    return values
+
+
+@pytest.mark.parametrize("update_freq,expected_steps", [("epoch", [4, 8]), ("batch", list(range(1, 9))), (3, [3, 6])])
+def test_summaries_match_model_state(tmp_path, update_freq, expected_steps):
+    x, y = classification_data()
+    pruned = tfprune.prune_low_magnitude(
+        small_cnn(), pruning_schedule=tfprune.PolynomialDecay(0.0, 0.6, begin_step=0, end_step=6, frequency=2)
+    )
+    pruned.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    log_dir = str(tmp_path / "logs")
+    pruned.fit(x, y, batch_size=16, epochs=2, verbose=0,
+               callbacks=[tfprune.UpdatePruningStep(), tfprune.PruningSummaries(log_dir, update_freq=update_freq)])
+    scalars = _read_scalars(log_dir)
+    for row in tfprune.sparsity_report(pruned):
+        prefix = f"{row['layer']}/{row['weight']}"
+        sparsity = scalars[f"{prefix}/sparsity"]
+        assert [step for step, _ in sparsity] == expected_steps
+        assert sparsity[-1][1] == pytest.approx(row["sparsity"], abs=1e-6)
+        assert scalars[f"{prefix}/threshold"][-1][1] == pytest.approx(row["threshold"], rel=1e-6)
+        assert scalars[f"{prefix}/target_sparsity"][-1][1] == pytest.approx(0.6, abs=1e-6)
+    model_sparsity = scalars["model/sparsity"]
+    rows = tfprune.sparsity_report(pruned)
+    total = sum(r["size"] for r in rows)
+    assert model_sparsity[-1][1] == pytest.approx(sum(r["zeros"] for r in rows) / total, abs=1e-6)
+    # Sparsity rises over the run.
+    assert model_sparsity[0][1] <= model_sparsity[-1][1]
+
+
+def test_summaries_bad_arguments():
+    with pytest.raises(ValueError, match="log_dir"):
+        tfprune.PruningSummaries("")
+    with pytest.raises(ValueError, match="update_freq"):
+        tfprune.PruningSummaries("logs", update_freq="hourly")
+    model = small_cnn()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = classification_data(n=8)
+    with pytest.raises(ValueError, match="no pruning wrappers"):
+        model.fit(x, np.zeros((8, 4)), verbose=0, callbacks=[tfprune.PruningSummaries("/tmp/never")])
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "tfprune.demo", f"--output_dir={out}", "--dense_epochs=1", "--prune_epochs=2"],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dense accuracy" in result.stdout and "polynomial_80" in result.stdout
+    assert glob.glob(str(out / "checkpoints" / "polynomial_80" / "ckpt-02.keras"))
+    assert glob.glob(str(out / "logs" / "contrib_hparams_50" / "events.out.tfevents.*"))
+    summary = [line for line in result.stdout.splitlines() if line.startswith("{")][-1]
+    import json
+
+    values = json.loads(summary)
+    assert values["dense_accuracy"] > 0.9
