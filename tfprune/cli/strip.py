@@ -1,0 +1,115 @@
+"""tfprune-strip: export the newest pruned checkpoint of a directory without its pruning variables.
+
+Example:
+    tfprune-strip --checkpoint_dir ckpts --output_dir export --filename model_int8.tflite \\
+        --output_format tflite_int8 --baseline dense.keras
+
+The newest checkpoint (`.keras`, a TensorFlow checkpoint with `model.json` beside it, or a
+tfmot-pruned tf_keras `.h5`) is loaded, masks are folded into the weights, every mask, threshold
+and step variable is removed, and the model is written as .keras, a SavedModel directory, TFLite
+or TFLite with dynamic-range quantization. A size and sparsity report is printed (--json: one
+JSON object).
+
+Exit codes: 0 success, 2 usage error (bad or missing argument or input, existing output without
+--overwrite), 1 failure while loading, converting or writing. Errors are one line on stderr; the
+output is written to a temporary path in the output directory and renamed, so it is either
+complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import flags
+
+PROG = "tfprune-strip"
+FORMATS = ("keras", "saved_model", "tflite", "tflite_int8")
+
+
+def define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("checkpoint_dir", None, "Directory of checkpoints; the newest one is exported.",
+                        flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Where to write (default: <checkpoint_dir>/stripped).", flag_values=fv)
+    flags.DEFINE_string("filename", None, "Output name; .keras, .tflite, or no extension for a SavedModel.",
+                        flag_values=fv)
+    flags.DEFINE_string("output_format", None, f"One of {', '.join(FORMATS)}; default: from --filename.",
+                        flag_values=fv)
+    flags.DEFINE_list("output_node_names", [], "Comma-separated layer names whose outputs the export keeps.",
+                      flag_values=fv)
+    flags.DEFINE_string("baseline", None, "An unpruned model file to compare zipped sizes with.", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing output.", flag_values=fv)
+    flags.DEFINE_boolean("json", False, "Print the report as one JSON object instead of tables.", flag_values=fv)
+    return fv
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+class UsageError(Exception):
+    """Bad command line: exit code 2."""
+
+
+def main(fv: flags.FlagValues) -> int:
+    if not fv.checkpoint_dir:
+        raise UsageError("--checkpoint_dir is required. Fix: --checkpoint_dir path/to/checkpoints")
+    if fv.output_format is not None and fv.output_format.strip().lower() not in FORMATS:
+        raise UsageError(f"unknown --output_format {fv.output_format!r}. Fix: use one of {', '.join(FORMATS)}.")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    from tfprune.export import format_report, strip_checkpoint
+
+    report = strip_checkpoint(
+        fv.checkpoint_dir, output_dir=fv.output_dir, filename=fv.filename, output_format=fv.output_format,
+        output_node_names=fv.output_node_names, baseline=fv.baseline, overwrite=fv.overwrite,
+    )
+    if fv.json:
+        print(json.dumps(report))
+    else:
+        print(format_report(report))
+    for warning in report.get("warnings", []):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    argv = list(sys.argv if argv is None else argv)
+    fv = define_flags()
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nFlags:\n" + fv.get_help())
+        sys.exit(0)
+    try:
+        remaining = fv(argv)
+        if len(remaining) > 1:
+            raise UsageError(f"unexpected arguments {remaining[1:]}. Fix: use --flag value pairs only.")
+        code = main(fv)
+    except flags.Error as err:
+        print(f"{PROG}: error: {_first_line(err).split(': ', 1)[-1]}. Fix: see --help.", file=sys.stderr)
+        code = 2
+    except UsageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 1
+    except Exception as err:  # noqa: BLE001 - never a traceback
+        code = getattr(err, "exit_code", None)
+        if code is None:
+            print(f"{PROG}: error: unexpected {_first_line(err)}", file=sys.stderr)
+            code = 1
+        else:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,53 @@
+"""Readable rendering of a `strip_checkpoint` report.
+
+Example:
+    >>> print(format_report(report))
+"""
+
+from __future__ import annotations
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} B" if n < 10_000 else f"{n / 1024:,.1f} KiB" if n < 10_000_000 else f"{n / 2**20:,.2f} MiB"
+
+
+def format_report(report: dict) -> str:
+    """The report as text: chosen checkpoint, per-weight sparsity table, sizes, verification."""
+    ck, out = report["checkpoint"], report["output"]
+    lines = [f"checkpoint: {ck['path']} ({ck['kind']}; {ck['reason']})"]
+    if report.get("output_node_names"):
+        lines.append(f"outputs kept: {', '.join(report['output_node_names'])}")
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    lines.append("")
+    header = f"{'layer/weight':<34} {'shape':>18} {'params':>10} {'zeros':>10} {'sparsity':>9}"
+    lines += [header, "-" * len(header)]
+    for row in report["weights"]:
+        name = f"{row['layer']}/{row['weight']}"
+        lines.append(f"{name:<34} {str(tuple(row['shape'])):>18} {row['parameters']:>10} {row['zeros']:>10} "
+                     f"{row['sparsity']:>8.1%}")
+    tot = report["totals"]
+    lines.append("-" * len(header))
+    lines.append(f"{'total (pruned weights)':<34} {'':>18} {tot['parameters']:>10} {tot['zeros']:>10} "
+                 f"{tot['sparsity']:>8.1%}")
+    lines.append("")
+    lines.append(f"{'size':<30} {'raw':>14} {'zip':>14} {'gzip':>14}")
+    lines.append(f"{'checkpoint':<30} {_bytes(ck['bytes']):>14} {'':>14} {'':>14}")
+    lines.append(f"{'stripped ' + out['format']:<30} {_bytes(out['raw_bytes']):>14} {_bytes(out['zip_bytes']):>14} "
+                 f"{_bytes(out['gzip_bytes']):>14}")
+    if "baseline" in report:
+        base = report["baseline"]
+        lines.append(f"{'baseline':<30} {_bytes(base['raw_bytes']):>14} {_bytes(base['zip_bytes']):>14} "
+                     f"{_bytes(base['gzip_bytes']):>14}")
+    lines.append("")
+    lines.append(f"compression ratio (raw / zip): {report['compression_ratio']:.2f}x; "
+                 f"checkpoint / stripped zip: {report['checkpoint_to_zip_ratio']:.2f}x")
+    if "baseline" in report:
+        lines.append(f"zipped: {report['baseline']['times_smaller']:.2f}x smaller than the zipped baseline")
+    verification = report.get("verification")
+    if verification:
+        status = "ok" if verification["ok"] else "MISMATCH"
+        lines.append(f"predictions vs pruned model ({verification['inputs']}): max |diff| "
+                     f"{verification['max_abs_diff']:.3g} (tolerance {verification['tolerance']:.3g}) {status}")
+    lines.append(f"wrote {out['path']}")
+    return "\n".join(lines)
