@@ -40,6 +40,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.wrappers = collect_wrappers(self.model)
+        from tfprune.global_pruning import relink_global_pruning  # noqa: PLC0415  (global mode after loading)
+        relink_global_pruning(self.model)
         for wrapper in self.wrappers:
             if wrapper.built and int(keras.ops.convert_to_numpy(wrapper.pruning_step)) < 0:
                 wrapper.pruning_step.assign(0)

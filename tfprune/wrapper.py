@@ -83,6 +83,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_pooling_type: str = "AVG",
         pruning_hparams: PruningHParams | str | dict | None = None,
         sparsity_m_by_n: tuple[int, int] | None = None,
+        global_pruning: bool = False,
+        max_layer_sparsity: float | None = None,
         **kwargs: Any,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -112,6 +114,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.sparsity_m_by_n = validate_m_by_n(sparsity_m_by_n)
         if self.sparsity_m_by_n and self.block_size != (1, 1):
             raise ValueError("`sparsity_m_by_n` cannot be combined with `block_size`; choose one structure.")
+        self.global_pruning = bool(global_pruning) or max_layer_sparsity is not None
+        if max_layer_sparsity is not None:
+            max_layer_sparsity = float(max_layer_sparsity)
+            if not 0.0 <= max_layer_sparsity <= 1.0:
+                raise ValueError(f"`max_layer_sparsity` must be in [0, 1]; received {max_layer_sparsity!r}.")
+        self.max_layer_sparsity = max_layer_sparsity
+        if self.global_pruning and (self.sparsity_m_by_n is not None or self.block_size != (1, 1)):
+            raise ValueError(
+                "`global_pruning` ranks single weights across layers; it cannot be combined with "
+                "`block_size` or `sparsity_m_by_n`."
+            )
+        # Global pruning: masks are set by the group's coordinator (see tfprune.global_pruning).
+        self._external_masks = self.global_pruning
 
     # Building -------------------------------------------------------------------------
     def build(self, input_shape: Any = None) -> None:
@@ -229,6 +244,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         step = tf.convert_to_tensor(self.pruning_step)
         tf.debugging.assert_greater_equal(step, tf.constant(1, tf.int64), message=MISSING_CALLBACK_MESSAGE)
         if getattr(self, "_external_masks", False):
+            group = getattr(self, "_global_group", None)
+            if group is not None and group.coordinator is self:
+                group.training_update(step)
             return  # masks are set by a model-level pruner (global pruning)
 
         def update() -> tf.Tensor:
@@ -284,6 +302,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "block_pooling_type": self.block_pooling_type,
                 "pruning_hparams": None if self.pruning_hparams is None else self.pruning_hparams.values(),
                 "sparsity_m_by_n": None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
+                "global_pruning": self.global_pruning,
+                "max_layer_sparsity": self.max_layer_sparsity,
             }
         )
         return config
