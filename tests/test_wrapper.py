@@ -198,3 +198,13 @@ def test_bad_wrapper_arguments():
                                     pruning_hparams="target_sparsity=0.5")
     with pytest.raises(ValueError, match="pruning_frequency"):
         tfprune.prune_low_magnitude(L.Dense(3), pruning_hparams="pruning_frequency=0")
+
+
+def test_list_of_layers_and_already_wrapped():
+    layers = [L.Dense(3, name="a"), L.Conv2D(2, 3, name="b")]
+    wrapped = tfprune.prune_low_magnitude(layers, pruning_schedule=tfprune.ConstantSparsity(0.5, 0))
+    assert [type(w).__name__ for w in wrapped] == ["PruneLowMagnitude", "PruneLowMagnitude"]
+    assert [w.layer for w in wrapped] == layers
+    assert tfprune.prune_low_magnitude(wrapped[0]) is wrapped[0]
+    with pytest.raises(ValueError, match="already wrapped"):
+        tfprune.PruneLowMagnitude(wrapped[0])
