@@ -67,6 +67,17 @@ def validate_m_by_n(m_by_n: Any) -> tuple[int, int] | None:
     return m, n
 
 
+def _once_for_all_replicas(fn: Any) -> None:
+    """Runs `fn` (a conditional mask update) once, in cross-replica context, under a
+    `tf.distribute` strategy: assigning mirrored variables inside `tf.cond` in replica
+    context is not supported, and every replica holds the same weights anyway, so the
+    masks are computed from the first replica's values and written to all replicas."""
+    if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+        tf.distribute.get_replica_context().merge_call(lambda strategy: fn())
+    else:
+        fn()
+
+
 @keras.saving.register_keras_serializable(package="tfprune")
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Wraps a prunable layer and prunes its weights by magnitude during training.
@@ -246,14 +257,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if getattr(self, "_external_masks", False):
             group = getattr(self, "_global_group", None)
             if group is not None and group.coordinator is self:
-                group.training_update(step)
+                _once_for_all_replicas(lambda: group.training_update(tf.convert_to_tensor(self.pruning_step)))
             return  # masks are set by a model-level pruner (global pruning)
 
-        def update() -> tf.Tensor:
-            self.update_masks(step)
-            return tf.constant(True)
+        def maybe_update() -> None:
+            current = tf.convert_to_tensor(self.pruning_step)
 
-        tf.cond(self.should_update(step), update, lambda: tf.constant(False))
+            def update() -> tf.Tensor:
+                self.update_masks(current)
+                return tf.constant(True)
+
+            tf.cond(self.should_update(current), update, lambda: tf.constant(False))
+
+        _once_for_all_replicas(maybe_update)
 
     def apply_masks(self) -> None:
         """Zeroes the stored weights at pruned positions (`weight = weight * mask`)."""
