@@ -162,3 +162,14 @@ def test_check_m_by_n_tensor_and_report():
     assert dense["violations"] == (150 // 4) * 16  # the last group has 2 entries and not dense["ok"]
     conv = next(r for r in rows if r["weight"] == "conv1/kernel")
     assert conv["ok"]  # one input channel: groups of 1
+
+
+def test_check_m_by_n_inside_tf_function():
+    import tensorflow as tf
+
+    @tf.function
+    def check(w):
+        return check_m_by_n(w, 2, 4)
+
+    assert bool(check(tf.constant([[1.0], [0.0], [2.0], [0.0]])))
+    assert not bool(check(tf.ones([4, 2])))

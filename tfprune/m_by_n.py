@@ -66,7 +66,7 @@ def check_m_by_n(model_or_weights: Any, m: int, n: int, axis: int | None = None)
         axis: optional axis override (applied to every weight).
 
     Returns:
-        For a tensor: a Python bool. For a model or layer: a dict `{'layer/weight': bool}`
+        For a tensor: a Python bool (a boolean tensor inside `tf.function`). For a model or layer: a dict `{'layer/weight': bool}`
         over its prunable weights (empty when it has none).
 
     Example:
@@ -83,7 +83,8 @@ def check_m_by_n(model_or_weights: Any, m: int, n: int, axis: int | None = None)
         value = keras.ops.convert_to_numpy(value)
     if not tf.is_tensor(value):
         value = tf.convert_to_tensor(np.asarray(value))
-    return bool(mask_lib.check_m_by_n(value, m, n, axis))
+    result = mask_lib.check_m_by_n(value, m, n, axis)
+    return bool(result) if tf.executing_eagerly() else result
 
 
 def m_by_n_report(model: keras.layers.Layer, m: int, n: int, axis: int | None = None) -> list[dict]:
