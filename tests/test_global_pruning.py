@@ -170,3 +170,33 @@ def test_strip_after_global_pruning():
     zeros = sum(int(np.sum(plain.get_layer(r["layer"]).kernel.numpy() == 0)) for r in tfprune.sparsity_report(pruned))
     total = sum(r["size"] for r in tfprune.sparsity_report(pruned))
     assert zeros >= expected_zeros(total, 0.8)
+
+
+def test_custom_training_loop_and_ceiling_alone_enables_global():
+    import tensorflow as tf
+
+    x, y = classification_data()
+    pruned = tfprune.prune_low_magnitude(small_cnn(), pruning_schedule=tfprune.ConstantSparsity(0.85, 1, frequency=3),
+                                         max_layer_sparsity=0.9)
+    assert all(w.global_pruning for w in tfprune.collect_wrappers(pruned))
+    optimizer = keras.optimizers.SGD(0.01)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    step_callback = tfprune.UpdatePruningStep()
+    step_callback.set_model(pruned)
+    step_callback.on_train_begin()
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, pruned(xb, training=True))
+        grads = tape.gradient(loss, pruned.trainable_variables)
+        optimizer.apply_gradients(zip(grads, pruned.trainable_variables))
+
+    for start in range(0, 64, 16):
+        train_step(x[start:start + 16], y[start:start + 16])
+    step_callback.on_epoch_end(0)
+    rows = tfprune.sparsity_report(pruned)
+    total = sum(r["size"] for r in rows)
+    assert sum(r["zeros"] for r in rows) == expected_zeros(total, 0.85)
+    assert all(r["zeros"] <= expected_zeros(r["size"], 0.9) for r in rows)
+    assert all(r["step"] == 4 for r in rows)
