@@ -162,12 +162,15 @@ def strip_checkpoint(
     if isinstance(output_node_names, str):
         output_node_names = [n.strip() for n in output_node_names.split(",") if n.strip()]
     output_node_names = list(output_node_names or [])
+    requested = (filename, output_format)
     fmt, filename = resolve_format(filename, output_format)
     if baseline is not None and not os.path.exists(baseline):
         raise ExportUsageError(
             f"baseline {baseline!r} does not exist. Fix: pass the path of the unpruned model file, or drop --baseline."
         )
     choice = find_latest_checkpoint(checkpoint_dir)
+    if choice.kind == "h5" and requested == (None, None):
+        fmt, filename = resolve_format(None, "tflite")  # tf_keras checkpoints export to TFLite by default
     if output_dir is None:
         output_dir = os.path.join(checkpoint_dir, "stripped")
     path = _check_output(output_dir, filename, overwrite)
