@@ -1,7 +1,8 @@
 """tfprune: magnitude and structured pruning for Keras 3."""
 
-from tfprune import analysis, masks, structured
+from tfprune import analysis, export, masks, structured
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep, format_sparsity_table, sparsity_report
+from tfprune.export import TFCheckpointWriter, format_report, strip_checkpoint
 from tfprune.hparams import ContribSchedule, PruningHParams, get_pruning_hparams
 from tfprune.prune import collect_wrappers, prune_low_magnitude, prune_scope, strip_pruning
 from tfprune.registry import PrunableLayer, UnsupportedLayerError
@@ -21,6 +22,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DependencyGraph",
+    "TFCheckpointWriter",
+    "export",
+    "format_report",
+    "strip_checkpoint",
     "analysis",
     "block_magnitude_mask",
     "check_m_by_n",
