@@ -19,16 +19,11 @@ import tempfile
 
 from absl import flags
 
+from tfprune.cli.common import Failure, UsageError, run_cli
+from tfprune.cli.common import first_line as _first_line
+
 PROG = "tfprune-prune-filters"
 IMPORTANCES = ("l1", "l2", "fpgm", "filter_sketch", "bn_scale", "random")
-
-
-class UsageError(Exception):
-    """Bad command line: exit code 2."""
-
-
-class Failure(Exception):
-    """The work itself failed: exit code 1."""
 
 
 def define_flags() -> flags.FlagValues:
@@ -87,11 +82,6 @@ def check_arguments(fv: flags.FlagValues) -> None:
         raise UsageError(f"output {fv.output!r} already exists. Fix: add --overwrite or choose another --output.")
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
-
-
 def save_atomically(model, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tfprune-", suffix=".keras", dir=directory)
@@ -145,31 +135,7 @@ def main(fv: flags.FlagValues) -> int:
 
 def run(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    argv = list(sys.argv if argv is None else argv)
-    fv = define_flags()
-    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nFlags:\n" + fv.get_help())
-        sys.exit(0)
-    try:
-        remaining = fv(argv)
-        if len(remaining) > 1:
-            raise UsageError(f"unexpected arguments {remaining[1:]}. Fix: use --flag value pairs only.")
-        code = main(fv)
-    except flags.Error as err:
-        print(f"{PROG}: error: {_first_line(err).split(': ', 1)[-1]}. Fix: see --help.", file=sys.stderr)
-        code = 2
-    except UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        code = 2
-    except Failure as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        code = 1
-    except Exception as err:  # noqa: BLE001 - never a traceback
-        print(f"{PROG}: error: unexpected {_first_line(err)}", file=sys.stderr)
-        code = 1
-    sys.exit(code)
+    run_cli(PROG, __doc__, define_flags, main, argv)
 
 
 if __name__ == "__main__":

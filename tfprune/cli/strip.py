@@ -24,6 +24,8 @@ import sys
 
 from absl import flags
 
+from tfprune.cli.common import UsageError, run_cli
+
 PROG = "tfprune-strip"
 FORMATS = ("keras", "saved_model", "tflite", "tflite_int8")
 
@@ -43,15 +45,6 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_boolean("overwrite", False, "Replace an existing output.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as one JSON object instead of tables.", flag_values=fv)
     return fv
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
-
-
-class UsageError(Exception):
-    """Bad command line: exit code 2."""
 
 
 def main(fv: flags.FlagValues) -> int:
@@ -83,32 +76,7 @@ def main(fv: flags.FlagValues) -> int:
 
 def run(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    argv = list(sys.argv if argv is None else argv)
-    fv = define_flags()
-    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nFlags:\n" + fv.get_help())
-        sys.exit(0)
-    try:
-        remaining = fv(argv)
-        if len(remaining) > 1:
-            raise UsageError(f"unexpected arguments {remaining[1:]}. Fix: use --flag value pairs only.")
-        code = main(fv)
-    except flags.Error as err:
-        print(f"{PROG}: error: {_first_line(err).split(': ', 1)[-1]}. Fix: see --help.", file=sys.stderr)
-        code = 2
-    except UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        code = 1
-    except Exception as err:  # noqa: BLE001 - never a traceback
-        code = getattr(err, "exit_code", None)
-        if code is None:
-            print(f"{PROG}: error: unexpected {_first_line(err)}", file=sys.stderr)
-            code = 1
-        else:
-            print(f"{PROG}: error: {err}", file=sys.stderr)
-    sys.exit(code)
+    run_cli(PROG, __doc__, define_flags, main, argv)
 
 
 if __name__ == "__main__":
