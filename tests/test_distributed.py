@@ -89,3 +89,42 @@ def test_mirrored_masks_match_single_device(config, tmp_path):
                             timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert f"OK {config}" in result.stdout
+
+
+TENSOR_TRAINING_SCRIPT = r'''
+import os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np, tfprune
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+keras.utils.set_random_seed(3)
+with strategy.scope():
+    inputs = keras.Input((6,))
+    model = tfprune.prune_low_magnitude(keras.Model(inputs, keras.layers.Dense(8, name="d")(inputs)),
+                                        pruning_schedule=tfprune.ConstantSparsity(0.5, 1, frequency=100))
+cb = tfprune.UpdatePruningStep(); cb.set_model(model); cb.on_train_begin()
+@tf.function
+def step(x, flag):
+    def fn(x):
+        return model(x, training=flag)
+    return strategy.run(fn, args=(x,))
+x = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+step(tf.constant(x), tf.constant(True))
+step(tf.constant(x), tf.constant(False))
+w = tfprune.collect_wrappers(model)[0]
+print("step", int(w.pruning_step.numpy()), "zeros", int((w.masks[0].numpy() == 0).sum()))
+assert int(w.pruning_step.numpy()) == 1 and int((w.masks[0].numpy() == 0).sum()) == 24
+print("OK")
+'''
+
+
+def test_mirrored_custom_loop_with_tensor_training_flag(tmp_path):
+    path = os.path.join(tmp_path, "tensor_training.py")
+    with open(path, "w") as handle:
+        handle.write(TENSOR_TRAINING_SCRIPT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    result = subprocess.run([sys.executable, path], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "OK" in result.stdout

@@ -278,8 +278,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def call(self, inputs: Any, *args: Any, training: Any = None, **kwargs: Any) -> Any:
         if training is not None and not isinstance(training, bool):
-            tf.cond(tf.cast(training, tf.bool), lambda: (self._training_update(), tf.constant(0))[1],
-                    lambda: tf.constant(0))
+
+            def conditional_update(flag: Any) -> None:
+                tf.cond(tf.cast(flag, tf.bool), lambda: (self._training_update(), tf.constant(0))[1],
+                        lambda: tf.constant(0))
+
+            if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+                # No merge_call inside tf.cond: branch on the first replica's flag in cross-replica context.
+                tf.distribute.get_replica_context().merge_call(
+                    lambda strategy, flag: conditional_update(strategy.experimental_local_results(flag)[0]),
+                    args=(training,),
+                )
+            else:
+                conditional_update(training)
         elif training:
             self._training_update()
         mapping = [
