@@ -1,6 +1,6 @@
 """tfprune: magnitude and structured pruning for Keras 3."""
 
-from tfprune import analysis, export, global_pruning, m_by_n, masks, structured
+from tfprune import analysis, export, global_pruning, m_by_n, masks, structured, summary
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep, format_sparsity_table, sparsity_report
 from tfprune.export import TFCheckpointWriter, format_report, strip_checkpoint
 from tfprune.hparams import ContribSchedule, PruningHParams, get_pruning_hparams
@@ -27,6 +27,7 @@ __all__ = [
     "global_pruning",
     "m_by_n",
     "m_by_n_report",
+    "summary",
     "relink_global_pruning",
     "TFCheckpointWriter",
     "export",
