@@ -21,31 +21,24 @@ from typing import Any
 
 import numpy as np
 
+from tfprune.errors import ToolError, ToolFailure, ToolUsageError, first_line
+
 EVENT_PATTERN = "events.out.tfevents.*"
 WEIGHT_TAGS = ("sparsity", "threshold", "target_sparsity")
 
 
-class SummaryError(Exception):
+class SummaryError(ToolError):
     """Base class of summary errors; `exit_code` is what the command returns."""
 
-    exit_code = 1
 
-
-class SummaryUsageError(SummaryError, ValueError):
+class SummaryUsageError(SummaryError, ToolUsageError):
     """Bad input: missing path, unsupported file, directory without event files (exit code 2)."""
 
-    exit_code = 2
 
-
-class SummaryFailure(SummaryError, RuntimeError):
+class SummaryFailure(SummaryError, ToolFailure):
     """The input exists but cannot be read (corrupt model or event file): exit code 1."""
 
-    exit_code = 1
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def summarize(path: str) -> dict:
@@ -126,7 +119,7 @@ def summarize_model(path: str) -> dict:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # noqa: BLE001
         raise SummaryFailure(
-            f"cannot load {path!r} ({_first_line(err)}). Fix: pass an intact .keras file saved by Keras 3 "
+            f"cannot load {path!r} ({first_line(err)}). Fix: pass an intact .keras file saved by Keras 3 "
             "(custom layers must be importable)."
         ) from None
     kind, rows = _model_rows(model)
@@ -165,7 +158,7 @@ def _read_last_scalars(files: list[str]) -> dict[str, tuple[int, float, float]]:
                     if old is None or (point[0], point[2]) >= (old[0], old[2]):
                         last[value.tag] = point
         except Exception as err:  # noqa: BLE001
-            reason = "truncated or corrupt record" if isinstance(err, tf.errors.DataLossError) else _first_line(err)
+            reason = "truncated or corrupt record" if isinstance(err, tf.errors.DataLossError) else first_line(err)
             raise SummaryFailure(
                 f"cannot read event file {path!r} ({reason}). Fix: remove or replace the corrupt file."
             ) from None

@@ -7,23 +7,15 @@ from typing import Callable
 
 from absl import flags
 
+from tfprune.errors import ToolFailure, ToolUsageError, first_line
 
-class UsageError(Exception):
+
+class UsageError(ToolUsageError):
     """Bad command line: exit code 2."""
 
-    exit_code = 2
 
-
-class Failure(Exception):
+class Failure(ToolFailure):
     """The work itself failed: exit code 1."""
-
-    exit_code = 1
-
-
-def first_line(err: BaseException) -> str:
-    """`Type: first line of the message`, for one-line error reports."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def run_cli(

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
+from tfprune.errors import ToolError, ToolFailure, ToolUsageError, first_line
 
-class ExportError(Exception):
+__all__ = ["ExportError", "ExportFailure", "ExportUsageError", "first_line"]
+
+
+class ExportError(ToolError):
     """Base class of export errors. `exit_code` is what the CLI returns."""
 
-    exit_code = 1
 
-
-class ExportUsageError(ExportError, ValueError):
+class ExportUsageError(ExportError, ToolUsageError):
     """Bad input from the caller (missing directory, unknown format, existing output...): exit code 2."""
 
-    exit_code = 2
 
-
-class ExportFailure(ExportError, RuntimeError):
+class ExportFailure(ExportError, ToolFailure):
     """The work itself failed (corrupt checkpoint, conversion error, write error): exit code 1."""
-
-    exit_code = 1
-
-
-def first_line(err: BaseException) -> str:
-    """`TypeName: first line of the message`, for one-line error reports."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
