@@ -26,3 +26,27 @@ def classification_data(n: int = 64, shape=(12, 12, 1), classes: int = 4, seed: 
 
 def expected_zeros(size: int, sparsity: float) -> int:
     return int(np.round(np.float64(size) * np.float64(sparsity)))
+
+
+def train_custom_loop(model: keras.Model, x: np.ndarray, y: np.ndarray, optimizer, batches: int, batch_size: int = 16):
+    """Trains `model` for `batches` steps in a hand-written loop, the documented way for pruning."""
+    import tensorflow as tf
+
+    import tfprune
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    step_callback = tfprune.UpdatePruningStep()
+    step_callback.set_model(model)
+    step_callback.on_train_begin()
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+
+    for batch in range(batches):
+        start = (batch * batch_size) % len(x)
+        train_step(x[start : start + batch_size], y[start : start + batch_size])
+    step_callback.on_epoch_end(0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tfprune
-from tests.helpers import classification_data, expected_zeros, small_cnn
+from tests.helpers import classification_data, expected_zeros, small_cnn, train_custom_loop
 from tfprune.global_pruning import global_pruning_group, relink_global_pruning
 
 L = keras.layers
@@ -173,28 +173,11 @@ def test_strip_after_global_pruning():
 
 
 def test_custom_training_loop_and_ceiling_alone_enables_global():
-    import tensorflow as tf
-
     x, y = classification_data()
     pruned = tfprune.prune_low_magnitude(small_cnn(), pruning_schedule=tfprune.ConstantSparsity(0.85, 1, frequency=3),
                                          max_layer_sparsity=0.9)
     assert all(w.global_pruning for w in tfprune.collect_wrappers(pruned))
-    optimizer = keras.optimizers.SGD(0.01)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    step_callback = tfprune.UpdatePruningStep()
-    step_callback.set_model(pruned)
-    step_callback.on_train_begin()
-
-    @tf.function
-    def train_step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, pruned(xb, training=True))
-        grads = tape.gradient(loss, pruned.trainable_variables)
-        optimizer.apply_gradients(zip(grads, pruned.trainable_variables))
-
-    for start in range(0, 64, 16):
-        train_step(x[start:start + 16], y[start:start + 16])
-    step_callback.on_epoch_end(0)
+    train_custom_loop(pruned, x, y, keras.optimizers.SGD(0.01), batches=4)
     rows = tfprune.sparsity_report(pruned)
     total = sum(r["size"] for r in rows)
     assert sum(r["zeros"] for r in rows) == expected_zeros(total, 0.85)

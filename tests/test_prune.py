@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfprune
-from tests.helpers import classification_data, expected_zeros, small_cnn
+from tests.helpers import classification_data, expected_zeros, small_cnn, train_custom_loop
 
 L = keras.layers
 SCHEDULE = dict(pruning_schedule=tfprune.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=6, frequency=2))
@@ -112,23 +112,7 @@ def test_fit_without_callback_fails_clearly():
 def test_custom_training_loop():
     x, y = classification_data()
     pruned = tfprune.prune_low_magnitude(small_cnn(), **SCHEDULE)
-    optimizer = keras.optimizers.Adam(1e-2)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    step_callback = tfprune.UpdatePruningStep()
-    step_callback.set_model(pruned)
-    step_callback.on_train_begin()
-
-    @tf.function
-    def train_step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, pruned(xb, training=True))
-        grads = tape.gradient(loss, pruned.trainable_variables)
-        optimizer.apply(grads, pruned.trainable_variables)
-
-    for start in range(0, 64 * 2, 16):
-        i = start % 64
-        train_step(x[i : i + 16], y[i : i + 16])
-    step_callback.on_epoch_end(0)
+    train_custom_loop(pruned, x, y, keras.optimizers.Adam(1e-2), batches=8)
     _assert_final_sparsity(pruned, 0.75)
     assert all(int(w.pruning_step) == 8 for w in tfprune.collect_wrappers(pruned))
 

@@ -15,8 +15,14 @@ import keras
 
 from tfprune import registry
 from tfprune.hparams import PruningHParams, as_hparams
-from tfprune.schedules import ConstantSparsity, PruningSchedule
-from tfprune.wrapper import PruneLowMagnitude, validate_block_size, validate_m_by_n, validate_pooling
+from tfprune.schedules import PruningSchedule
+from tfprune.wrapper import (
+    PruneLowMagnitude,
+    validate_block_size,
+    validate_m_by_n,
+    validate_pooling,
+    validate_schedule,
+)
 
 
 def _is_graph_model(model: Any) -> bool:
@@ -54,9 +60,7 @@ def _clone_graph_model(model: keras.Model, transform: Any) -> keras.Model:
             new.layer.set_weights(old.get_weights())
         else:
             new.set_weights(old.get_weights())
-    if getattr(model, "optimizer", None) is not None and getattr(model, "compiled", False):
-        pass  # like keras.models.clone_model, the clone is returned uncompiled
-    return clone
+    return clone  # uncompiled, like keras.models.clone_model
 
 
 def _fresh_inputs(model: keras.Model) -> Any:
@@ -75,15 +79,10 @@ def _fresh_inputs(model: keras.Model) -> Any:
 def _check_params(
     pruning_schedule: Any, block_size: Any, block_pooling_type: Any, pruning_hparams: Any, sparsity_m_by_n: Any
 ) -> dict:
-    if pruning_schedule is not None and not isinstance(pruning_schedule, PruningSchedule):
-        raise ValueError(
-            "`pruning_schedule` must be a tfprune.PruningSchedule such as tfprune.PolynomialDecay(...); "
-            f"received {type(pruning_schedule).__name__}."
-        )
     if pruning_hparams is not None and pruning_schedule is not None:
         raise ValueError("Pass either `pruning_schedule` or `pruning_hparams`, not both.")
     return {
-        "pruning_schedule": pruning_schedule if pruning_schedule is not None else ConstantSparsity(0.5, 0),
+        "pruning_schedule": validate_schedule(pruning_schedule),
         "block_size": validate_block_size(block_size),
         "block_pooling_type": validate_pooling(block_pooling_type),
         "pruning_hparams": None if pruning_hparams is None else as_hparams(pruning_hparams),
@@ -132,7 +131,12 @@ def prune_low_magnitude(
         return global_lib.prune_globally(to_prune, params, max_layer_sparsity=max_layer_sparsity)
 
     if isinstance(to_prune, (list, tuple)):
-        return [prune_low_magnitude(layer, **_public(params)) for layer in to_prune]
+        return [_prune_one(item, params) for item in to_prune]
+    return _prune_one(to_prune, params)
+
+
+def _prune_one(to_prune: Any, params: dict) -> Any:
+    """Wraps one layer or clones one model with validated `params`."""
     if isinstance(to_prune, keras.Model):
         if not _is_graph_model(to_prune):
             raise ValueError(
@@ -149,10 +153,6 @@ def prune_low_magnitude(
         "`to_prune` must be a keras.layers.Layer, a list of layers, or a Sequential/functional keras.Model; "
         f"received {type(to_prune).__name__}."
     )
-
-
-def _public(params: dict) -> dict:
-    return dict(params)
 
 
 def _prune_graph_model(model: keras.Model, params: dict) -> keras.Model:

@@ -54,6 +54,20 @@ def validate_pooling(pooling: Any) -> str:
     return value
 
 
+def validate_schedule(schedule: Any) -> PruningSchedule:
+    """A `PruningSchedule` from a schedule, its serialized dict, or None (default 50% constant)."""
+    if schedule is None:
+        return ConstantSparsity(0.5, begin_step=0)
+    if isinstance(schedule, dict):
+        schedule = deserialize(schedule)
+    if not isinstance(schedule, PruningSchedule):
+        raise ValueError(
+            "`pruning_schedule` must be a tfprune.PruningSchedule (e.g. tfprune.PolynomialDecay); "
+            f"received {type(schedule).__name__}."
+        )
+    return schedule
+
+
 def validate_m_by_n(m_by_n: Any) -> tuple[int, int] | None:
     """Checks an `(M, N)` pattern: at most M non-zeros in every N consecutive weights."""
     if m_by_n is None:
@@ -109,16 +123,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         kwargs["autocast"] = False  # weights and masks are read in their own dtype
         super().__init__(layer, **kwargs)
-        if pruning_schedule is None:
-            pruning_schedule = ConstantSparsity(0.5, begin_step=0)
-        elif isinstance(pruning_schedule, dict):
-            pruning_schedule = deserialize(pruning_schedule)
-        if not isinstance(pruning_schedule, PruningSchedule):
-            raise ValueError(
-                "`pruning_schedule` must be a tfprune.PruningSchedule (e.g. tfprune.PolynomialDecay); "
-                f"received {type(pruning_schedule).__name__}."
-            )
-        self.pruning_schedule = pruning_schedule
+        self.pruning_schedule = validate_schedule(pruning_schedule)
         self.pruning_hparams = None if pruning_hparams is None else as_hparams(pruning_hparams)
         self.block_size = validate_block_size(block_size)
         self.block_pooling_type = validate_pooling(block_pooling_type)
@@ -251,7 +256,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return self.weight_schedules[0].should_update(step, self.last_update_step)
 
     def _training_update(self) -> None:
-        step = self.pruning_step.assign_add(1)
+        self.pruning_step.assign_add(1)
         step = tf.convert_to_tensor(self.pruning_step)
         tf.debugging.assert_greater_equal(step, tf.constant(1, tf.int64), message=MISSING_CALLBACK_MESSAGE)
         if getattr(self, "_external_masks", False):

@@ -6,6 +6,8 @@ Example:
 
 from __future__ import annotations
 
+from tfprune.callbacks import format_sparsity_table
+
 
 def _bytes(n: int) -> str:
     return f"{n:,} B" if n < 10_000 else f"{n / 1024:,.1f} KiB" if n < 10_000_000 else f"{n / 2**20:,.2f} MiB"
@@ -20,16 +22,7 @@ def format_report(report: dict) -> str:
     for warning in report.get("warnings", []):
         lines.append(f"warning: {warning}")
     lines.append("")
-    header = f"{'layer/weight':<34} {'shape':>18} {'params':>10} {'zeros':>10} {'sparsity':>9}"
-    lines += [header, "-" * len(header)]
-    for row in report["weights"]:
-        name = f"{row['layer']}/{row['weight']}"
-        lines.append(f"{name:<34} {str(tuple(row['shape'])):>18} {row['parameters']:>10} {row['zeros']:>10} "
-                     f"{row['sparsity']:>8.1%}")
-    tot = report["totals"]
-    lines.append("-" * len(header))
-    lines.append(f"{'total (pruned weights)':<34} {'':>18} {tot['parameters']:>10} {tot['zeros']:>10} "
-                 f"{tot['sparsity']:>8.1%}")
+    lines.append(format_sparsity_table([dict(row, size=row["parameters"]) for row in report["weights"]]))
     lines.append("")
     lines.append(f"{'size':<30} {'raw':>14} {'zip':>14} {'gzip':>14}")
     lines.append(f"{'checkpoint':<30} {_bytes(ck['bytes']):>14} {'':>14} {'':>14}")

@@ -206,14 +206,22 @@ class Conv(LayerHandler):
         return layer.kernel, -1
 
 
-class ConvTranspose(LayerHandler):
-    """Conv1D/2D/3DTranspose: kernel is (..., out, in)."""
+class _MixingProducer(LayerHandler):
+    """A producer whose every output channel reads all input channels: an "in" and an "out" slot.
+
+    Subclasses name the config key of the output width and may check the layer in `check`.
+    """
+
+    width_key = "filters"
+
+    def check(self, layer, config) -> None:
+        """Raises `Unsupported` for configurations the handler cannot rebuild."""
 
     def trace(self, graph, call):
         layer, config = call.layer, call.layer.get_config()
-        check_channels_last(config)
+        self.check(layer, config)
         graph.slot(layer, "in", graph.values[call.inputs[0]])
-        out = graph.producer(layer, config["filters"])
+        out = graph.producer(layer, config[self.width_key])
         _freeze_mixing_activation(graph, layer, config, out)
         return [out]
 
@@ -221,7 +229,14 @@ class ConvTranspose(LayerHandler):
         return True
 
     def new_config(self, rec, config, keep):
-        return dict(config, filters=len(keep("out")))
+        return dict(config, **{self.width_key: len(keep("out"))})
+
+
+class ConvTranspose(_MixingProducer):
+    """Conv1D/2D/3DTranspose: kernel is (..., out, in)."""
+
+    def check(self, layer, config) -> None:
+        check_channels_last(config)
 
     def new_weights(self, rec, weights, keep):
         out_idx = keep("out")
@@ -276,23 +291,14 @@ class Separable(LayerHandler):
         return layer.pointwise_kernel, -1
 
 
-class DenseHandler(LayerHandler):
+class DenseHandler(_MixingProducer):
     """Dense: kernel is (in, units) and acts on the last axis."""
 
-    def trace(self, graph, call):
-        layer, config = call.layer, call.layer.get_config()
+    width_key = "units"
+
+    def check(self, layer, config) -> None:
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             raise Unsupported("LoRA or quantized Dense")
-        graph.slot(layer, "in", graph.values[call.inputs[0]])
-        out = graph.producer(layer, config["units"])
-        _freeze_mixing_activation(graph, layer, config, out)
-        return [out]
-
-    def is_producer(self, rec):
-        return True
-
-    def new_config(self, rec, config, keep):
-        return dict(config, units=len(keep("out")))
 
     def new_weights(self, rec, weights, keep):
         out_idx = keep("out")
