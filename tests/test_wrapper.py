@@ -208,3 +208,11 @@ def test_list_of_layers_and_already_wrapped():
     assert tfprune.prune_low_magnitude(wrapped[0]) is wrapped[0]
     with pytest.raises(ValueError, match="already wrapped"):
         tfprune.PruneLowMagnitude(wrapped[0])
+
+
+def test_list_of_layers_with_contrib_hparams():
+    wrapped = tfprune.prune_low_magnitude([L.Dense(3, name="a"), L.Dense(2, name="b")],
+                                          pruning_hparams="target_sparsity=0.7,weight_sparsity_map=[b/kernel:0.2]")
+    for wrapper in wrapped:
+        wrapper.build((None, 4))
+    assert [w.weight_schedules[0].target_sparsity for w in wrapped] == [0.7, 0.2]
