@@ -1,6 +1,6 @@
 """tfprune: magnitude and structured pruning for Keras 3."""
 
-from tfprune import analysis, export, global_pruning, m_by_n, masks, structured, summary
+from tfprune import analysis, distill, export, global_pruning, m_by_n, masks, structured, summary
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep, format_sparsity_table, sparsity_report
 from tfprune.export import TFCheckpointWriter, format_report, strip_checkpoint
 from tfprune.hparams import ContribSchedule, PruningHParams, get_pruning_hparams
@@ -34,6 +34,7 @@ __all__ = [
     "format_report",
     "strip_checkpoint",
     "analysis",
+    "distill",
     "block_magnitude_mask",
     "check_m_by_n",
     "global_magnitude_masks",

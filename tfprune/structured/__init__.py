@@ -3,6 +3,9 @@
 Pipeline: `DependencyGraph` finds the groups of coupled channels, an `Importance` scores them,
 `plan` picks what to remove, `rebuild` creates the smaller model. `prune_filters` runs all four.
 
+Training-time helpers: `BNSparsity` (network slimming), `SoftFilterPruning`, `iterative_prune`,
+and `compile_like` (a fresh optimizer for the pruned model).
+
 Example:
     >>> from tfprune import structured
     >>> pruned, report = structured.prune_filters(model, pruning_ratio=0.5, importance="l1")
@@ -28,12 +31,23 @@ from tfprune.structured.importance import (
     TaylorImportance,
     get_importance,
 )
+from tfprune.structured.finetune import compile_like
+from tfprune.structured.iterative import iterative_prune
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import prune_filters, rebuild
 from tfprune.structured.report import PruningReport
+from tfprune.structured.slimming import BNSparsity, bn_l1_penalty, gamma_summary
+from tfprune.structured.soft import SoftFilterPruning, zero_units
 
 __all__ = [
     "BNScaleImportance",
+    "BNSparsity",
+    "SoftFilterPruning",
+    "bn_l1_penalty",
+    "compile_like",
+    "gamma_summary",
+    "iterative_prune",
+    "zero_units",
     "DependencyGraph",
     "FPGMImportance",
     "FilterSketchImportance",

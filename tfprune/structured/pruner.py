@@ -171,8 +171,6 @@ def prune_filters(
         >>> print(report)
         >>> pruned.save("resnet50_pruned.keras")
     """
-    from tfprune import analysis
-
     _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict)
     start = time.perf_counter()
     criterion = get_importance(importance)
@@ -183,7 +181,16 @@ def prune_filters(
         pruning_ratio_dict=pruning_ratio_dict, max_pruning_ratio=max_pruning_ratio, round_to=round_to,
     )
     pruned = rebuild(model, graph, removed)
-    seconds = time.perf_counter() - start
+    report = make_report(model, pruned, graph, removed, decisions, criterion, global_pruning,
+                         time.perf_counter() - start)
+    return pruned, report
+
+
+def make_report(model, pruned, graph, removed, decisions, criterion, global_pruning: bool,
+                seconds: float) -> PruningReport:
+    """The PruningReport of `pruned`, rebuilt from `model` without the units marked in `removed`."""
+    from tfprune import analysis
+
     groups = [
         GroupReport(
             index=d.group.index, producers=d.group.producers, channels_before=d.total,
@@ -192,14 +199,13 @@ def prune_filters(
         )
         for d in decisions
     ]
-    report = PruningReport(
+    return PruningReport(
         model_name=model.name, importance=getattr(criterion, "name", type(criterion).__name__),
         global_pruning=global_pruning, layers=_layer_reports(graph, removed, decisions), groups=groups,
         unsupported=list(graph.unsupported), params_before=analysis.count_params(model),
         params_after=analysis.count_params(pruned), macs_before=_macs(analysis, model),
         macs_after=_macs(analysis, pruned), seconds=seconds,
     )
-    return pruned, report
 
 
 def _macs(analysis, model) -> int:
