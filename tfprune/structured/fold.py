@@ -133,7 +133,7 @@ def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
     var = np.asarray(bn.moving_variance.numpy(), dtype=np.float64)
     gamma = np.asarray(bn.gamma.numpy(), dtype=np.float64) if bn.scale else np.ones_like(mean)
     beta = np.asarray(bn.beta.numpy(), dtype=np.float64) if bn.center else np.zeros_like(mean)
-    scale = gamma / np.sqrt(var)
+    scale = gamma / np.sqrt(var + bn.epsilon)
     return scale, beta - mean * scale
 
 
