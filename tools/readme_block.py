@@ -1,0 +1,39 @@
+"""Write benchmark tables atomically and into marked blocks of README.md.
+
+A benchmark owns the README text between `<!-- NAME:begin -->` and `<!-- NAME:end -->`;
+`replace_block` swaps it for a freshly generated table, so the README shows what the tool printed.
+
+    python tools/bench_x.py --markdown results.md --readme README.md
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same directory, then rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def replace_block(readme: str, name: str, text: str) -> None:
+    """Replace the text between the `name` markers in `readme`; raises if the markers are missing."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    with open(readme) as handle:
+        content = handle.read()
+    if content.count(begin) != 1 or content.count(end) != 1 or content.index(begin) > content.index(end):
+        raise SystemExit(f"{readme}: expected one '{begin}' ... '{end}' block. Fix: add the two marker lines.")
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
+    write_atomic(readme, f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
