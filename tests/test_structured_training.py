@@ -264,6 +264,12 @@ def test_compile_like_gives_a_fresh_optimizer_with_the_same_settings():
     assert pruned.optimizer is not model.optimizer
     assert pruned.optimizer.get_config()["momentum"] == pytest.approx(0.9)
     assert float(pruned.optimizer.learning_rate) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="learning_rate"):
+        compile_like(pruned, model, learning_rate=-1.0)
+    schedule = keras.optimizers.schedules.CosineDecay(0.02, decay_steps=10)
+    compile_like(pruned, model, learning_rate=schedule)
+    assert pruned.optimizer.learning_rate.numpy() == pytest.approx(0.02)
+    compile_like(pruned, model, learning_rate=0.01)
     history = pruned.fit(x, y, epochs=1, verbose=0).history
     assert set(history) == {"loss", "accuracy"}
     assert int(pruned.optimizer.iterations.numpy()) == 2

@@ -17,13 +17,19 @@ from __future__ import annotations
 import keras
 
 
-def compile_like(pruned: keras.Model, original: keras.Model, learning_rate: float | None = None) -> keras.Model:
+def compile_like(
+    pruned: keras.Model,
+    original: keras.Model,
+    learning_rate: "float | keras.optimizers.schedules.LearningRateSchedule | None" = None,
+) -> keras.Model:
     """Compile `pruned` with `original`'s compile settings and a fresh optimizer; returns `pruned`.
 
     Args:
         pruned: the (uncompiled) model returned by pruning.
         original: a compiled model whose optimizer settings, loss and metrics are copied.
-        learning_rate: optionally a new constant learning rate for fine-tuning.
+        learning_rate: optionally a new learning rate for fine-tuning: a number or a
+            `keras.optimizers.schedules.LearningRateSchedule`. By default the original settings are
+            kept (a schedule starts again from step 0).
     """
     if not getattr(original, "compiled", False) or getattr(original, "optimizer", None) is None:
         raise ValueError(
@@ -36,9 +42,13 @@ def compile_like(pruned: keras.Model, original: keras.Model, learning_rate: floa
     if config is None:
         raise ValueError(f"{original.name!r} has no serializable compile settings. Fix: compile the pruned model yourself.")
     optimizer_config = original.optimizer.get_config()
-    if learning_rate is not None:
+    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        optimizer_config["learning_rate"] = learning_rate
+    elif learning_rate is not None:
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
-            raise ValueError(f"learning_rate must be a number > 0, received {learning_rate!r}.")
+            raise ValueError(
+                f"learning_rate must be a number > 0 or a LearningRateSchedule, received {learning_rate!r}."
+            )
         optimizer_config["learning_rate"] = float(learning_rate)
     optimizer = original.optimizer.__class__.from_config(optimizer_config)
     compile_args = keras.saving.deserialize_keras_object(config)
