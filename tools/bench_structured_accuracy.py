@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.dense_epochs, args.fine_tune_epochs, args.repeats, args.train_images = 1, 1, 3, 1000
+        args.seeds = args.seeds[:1]
     (x_train, y_train), evaluate = load_mnist()
     train = (x_train[:args.train_images], y_train[:args.train_images])
 
