@@ -15,17 +15,17 @@ achieved sparsity (fraction of zeros over the Conv2D/Dense kernels of the stripp
 of the stripped model (`.keras` for tfprune, `.h5` for tf_keras, deflated with zipfile; bytes) and
 the wall time of the fine-tuning `fit` (seconds, mean over seeds, tracing included).
 
-Each library runs in its own process, one after the other: importing tfmot sets
-TF_USE_LEGACY_KERAS=1 in the process environment (tfmot's compat module), which must not leak into
-the Keras 3 side.
+Each library runs in its own process (one per seed, tfprune then tfmot, never concurrently):
+importing tfmot sets TF_USE_LEGACY_KERAS=1 in the process environment (tfmot's compat module), which
+must not leak into the Keras 3 side.
 
 Targets: tfprune at least as accurate as tfmot at every sparsity within noise (tfprune mean >= tfmot
 mean - spread, spread = the larger min-max range over seeds of the two libraries), and tfprune at
 most 0.5 points below the dense model at 90% sparsity.
 
 Usage:
-    python tools/bench_accuracy.py [--seeds 0 1 2] [--dense_epochs 5] [--prune_epochs 5]
-        [--batch_size 32] [--lr 2e-4] [--markdown tools/results/bench_accuracy.md]
+    python tools/bench_accuracy.py [--seeds 0 1 2] [--dense_epochs 5] [--prune_epochs 10]
+        [--batch_size 32] [--lr 1e-3] [--markdown tools/results/bench_accuracy.md]
     python tools/bench_accuracy.py --quick     # smoke run: 1 seed, 1,024 images, 1+1 epochs
 
 Prints a markdown table, then one JSON line with every number.
@@ -53,10 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.75, 0.9, 0.95])
     parser.add_argument("--dense_epochs", type=int, default=5)
-    parser.add_argument("--prune_epochs", type=int, default=5)
+    parser.add_argument("--prune_epochs", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--dense_lr", type=float, default=1e-3, help="Adam learning rate of dense training.")
-    parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of fine-tuning (both libraries).")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of fine-tuning (both libraries).")
     parser.add_argument("--frequency", type=int, default=50, help="Mask update frequency in steps.")
     parser.add_argument("--end_fraction", type=float, default=2 / 3,
                         help="Schedule end_step as a fraction of the fine-tuning steps.")
@@ -152,6 +152,19 @@ def worker(args: argparse.Namespace) -> None:
         build = build_cnn
         suffix = ".keras"
 
+    class EpochTimer(keras.callbacks.Callback):
+        """Wall time of every epoch of a `fit`."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.times.append(time.perf_counter() - self.start)
+
     (x_train, y_train), (x_eval, y_eval) = load_mnist()
     x_train, y_train = x_train[: args.train_images], y_train[: args.train_images]
     total_steps, end_step = schedule_steps(args)
@@ -193,16 +206,17 @@ def worker(args: argparse.Namespace) -> None:
                 model = sparsity_api.prune_low_magnitude(model, pruning_schedule=schedule)
                 callbacks = [sparsity_api.UpdatePruningStep()]
             compile_model(model, args.lr)
+            timer = EpochTimer()
             start = time.perf_counter()
             model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.prune_epochs, verbose=0,
-                      callbacks=callbacks)
+                      callbacks=callbacks + [timer])
             train_s = time.perf_counter() - start
             if target > 0:
                 model = sparsity_api.strip_pruning(model)
             with tempfile.TemporaryDirectory() as tmp:
                 size = zipped_size(model, tmp, suffix)
             runs[str(target)] = {"accuracy": accuracy(model), "sparsity": kernel_sparsity(model),
-                                 "zip_bytes": size, "train_s": train_s}
+                                 "zip_bytes": size, "train_s": train_s, "epoch_s": timer.times}
             print(f"  {side} seed {seed} sparsity {target}: {runs[str(target)]}", file=sys.stderr, flush=True)
         seed_result["runs"] = runs
         results["seeds"][str(seed)] = seed_result
@@ -224,9 +238,9 @@ def run_worker(side: str, argv: list[str], workdir: str) -> dict:
         env.pop("TF_USE_LEGACY_KERAS", None)
         env.setdefault("KERAS_BACKEND", "tensorflow")
     command = [sys.executable, os.path.abspath(__file__), *argv, "--worker", side, "--workdir", workdir]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)  # progress and errors go to stderr
     if done.returncode != 0:
-        raise RuntimeError(f"{side} worker failed:\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{side} worker failed with exit code {done.returncode} (see its stderr above)")
     with open(os.path.join(workdir, f"{side}.json")) as handle:
         return json.load(handle)
 
@@ -251,6 +265,9 @@ def aggregate(results: dict[str, dict], args: argparse.Namespace) -> list[dict]:
                 "achieved_sparsity_max": round(max(r["sparsity"] for r in runs), 5),
                 "zip_bytes": round(statistics.fmean(r["zip_bytes"] for r in runs)),
                 "train_s": round(statistics.fmean(r["train_s"] for r in runs), 2),
+                # median epoch time after the first epoch (which includes tracing); None with 1 epoch
+                "epoch_s": (round(statistics.fmean(statistics.median(r["epoch_s"][1:]) for r in runs), 3)
+                            if len(runs[0]["epoch_s"]) > 1 else None),
             })
     return rows
 
@@ -280,15 +297,16 @@ def check_targets(rows: list[dict], args: argparse.Namespace) -> dict:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| target sparsity | library | accuracy % (mean) | min–max % | std % | achieved sparsity | zip bytes | fine-tune s |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| target sparsity | library | accuracy % (mean) | min–max % | std % | achieved sparsity | zip bytes | fine-tune s | s/epoch |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         target = "0% (dense)" if r["target_sparsity"] == 0 else f"{r['target_sparsity']:.0%}"
         lines.append(
             f"| {target} | {LABELS[r['library']]} | {100 * r['accuracy_mean']:.2f} | "
             f"{100 * r['accuracy_min']:.2f}–{100 * r['accuracy_max']:.2f} | {100 * r['accuracy_std']:.2f} | "
-            f"{r['achieved_sparsity']:.4f} | {r['zip_bytes']:,} | {r['train_s']:.1f} |")
+            f"{r['achieved_sparsity']:.4f} | {r['zip_bytes']:,} | {r['train_s']:.1f} | "
+            f"{'–' if r['epoch_s'] is None else format(r['epoch_s'], '.2f')} |")
     return "\n".join(lines)
 
 
@@ -298,7 +316,8 @@ def setup_line(args: argparse.Namespace, total_steps: int, end_step: int) -> str
             f"then {args.prune_epochs} fine-tuning epochs (Adam {args.lr:g}, batch {args.batch_size}) from the "
             f"same dense weights with PolynomialDecay 0 -> target, end_step {end_step} of {total_steps}, "
             f"frequency {args.frequency}; 0% = dense fine-tuned the same epochs; zip = deflated .keras "
-            f"(tfprune) / .h5 (tfmot) of the stripped model.")
+            f"(tfprune) / .h5 (tfmot) of the stripped model; fine-tune s = wall time of the fine-tuning fit, "
+            f"s/epoch = its median epoch after the first.")
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -339,10 +358,12 @@ def main(argv: list[str] | None = None) -> dict:
     passed = worker_argv(argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        results = {}
-        for side in LIBRARIES:  # tfprune first: it trains the dense models both sides start from
-            print(f"running {side} ...", file=sys.stderr, flush=True)
-            results[side] = run_worker(side, passed, workdir)
+        results: dict[str, dict] = {side: {"seeds": {}} for side in LIBRARIES}
+        for seed in args.seeds:  # seeds interleave the libraries, so machine load drift hits both alike
+            for side in LIBRARIES:  # tfprune first: it trains the dense model both sides start from
+                print(f"running {side}, seed {seed} ...", file=sys.stderr, flush=True)
+                done = run_worker(side, passed + ["--seeds", str(seed)], workdir)
+                results[side]["seeds"].update(done["seeds"])
     rows = aggregate(results, args)
     targets = check_targets(rows, args)
     dense = [results["tfprune"]["seeds"][str(s)] for s in args.seeds]
