@@ -71,8 +71,9 @@ def test_sequential():
         layers.Conv2D(5, 1), layers.BatchNormalization(), layers.Flatten(),
         layers.Dense(6), layers.BatchNormalization(),
     ])
+    model.compile(optimizer="sgd", loss="mse")
     folded = fold_and_check(model, (10, 10, 3))
-    assert isinstance(folded, keras.Sequential)
+    assert isinstance(folded, keras.Sequential) and folded.compiled
     assert len(folded.layers) == len(model.layers) - 3
 
 

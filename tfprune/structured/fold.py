@@ -204,7 +204,10 @@ class _Folder:
                 t = graph.inputs[0]
                 inputs = keras.Input(batch_shape=t.shape, dtype=t.dtype)
             layers = [self.clone_layer(layer) for layer in model.layers if id(layer) not in self.folded_bns]
-            return keras.Sequential([inputs] + layers, name=model.name, trainable=model.trainable)
+            new = keras.Sequential([inputs] + layers, name=model.name, trainable=model.trainable)
+            if model.compiled:  # as keras.models.clone_model does for functional models
+                new.compile_from_config(model.get_compile_config())
+            return new
         return keras.models.clone_model(model, clone_function=self.clone_layer, call_function=self.call_layer)
 
     def copy_weights(self) -> None:
@@ -223,9 +226,10 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         model: a built Sequential or functional Keras model.
 
     Returns:
-        A new, uncompiled-unless-the-original-was plain Keras model; folded producers get
-        `use_bias=True`, the folded BatchNormalization layers are gone, every other layer is a copy
-        (same config and weights). See the module docstring for what is folded.
+        A new plain Keras model (compiled from the original's compile config if it was compiled):
+        folded producers get `use_bias=True`, the folded BatchNormalization layers are gone, every
+        other layer is a copy (same config and weights). See the module docstring for what is folded
+        and when a BatchNormalization is kept.
 
     Example:
         >>> pruned, report = prune_filters(model, pruning_ratio=0.5, round_to=16)
