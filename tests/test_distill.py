@@ -84,6 +84,7 @@ def test_fit_trains_the_student_towards_the_teacher_and_leaves_the_teacher_alone
     for a, b in zip(teacher_weights, teacher.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert len(distiller.trainable_variables) == len(student.trainable_variables)
+    assert teacher.trainable and len(teacher.trainable_variables) == 4  # the teacher's own flag is untouched
 
 
 def test_distilling_into_a_pruned_student():

@@ -4,7 +4,7 @@
 
     alpha * task_loss(y, student(x)) + (1 - alpha) * T^2 * KL(softmax(teacher(x) / T) || softmax(student(x) / T))
 
-The teacher runs in inference mode and is never updated. The task loss is the loss given to
+The teacher runs in inference mode and is never updated (its `trainable` flag is left as it is). The task loss is the loss given to
 `compile`; regularization losses of the student are added unscaled.
 
 Example:
@@ -58,7 +58,8 @@ class Distiller(keras.Model):
 
     Args:
         student: the model being trained (typically the pruned model).
-        teacher: the reference model (typically the unpruned model); frozen (`trainable=False`).
+        teacher: the reference model (typically the unpruned model); it runs in inference mode and
+            is not trained (its `trainable` flag is not changed).
         alpha: weight of the task loss; `1 - alpha` weighs the distillation term.
         temperature: softening temperature T; the distillation term is scaled by T^2 so that its
             gradients keep their size as T changes.
@@ -76,12 +77,30 @@ class Distiller(keras.Model):
             raise ValueError("student and teacher must be different models. Fix: distil into a copy or the pruned model.")
         self.student = student
         self.teacher = teacher
-        self.teacher.trainable = False
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.from_logits = bool(from_logits)
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+
+    @property
+    def trainable_weights(self) -> list:
+        """Only the student's: the teacher is never updated (its own `trainable` flag is left alone)."""
+        return self.student.trainable_weights
+
+    @property
+    def non_trainable_weights(self) -> list:
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in trainable]
+
+    @property
+    def trainable_variables(self) -> list:
+        return self.trainable_weights
+
+    @property
+    def non_trainable_variables(self) -> list:
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.variables if id(v) not in trainable]
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)

@@ -31,7 +31,9 @@ from tfprune.structured.importance import (
     TaylorImportance,
     get_importance,
 )
+from tfprune.structured import verify
 from tfprune.structured.finetune import compile_like
+from tfprune.structured.fold import fold_batchnorm
 from tfprune.structured.iterative import iterative_prune
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import prune_filters, rebuild
@@ -45,6 +47,7 @@ __all__ = [
     "SoftFilterPruning",
     "bn_l1_penalty",
     "compile_like",
+    "fold_batchnorm",
     "gamma_summary",
     "iterative_prune",
     "zero_units",
@@ -67,4 +70,5 @@ __all__ = [
     "rebuild",
     "register_handler",
     "supported_layer_classes",
+    "verify",
 ]
