@@ -19,7 +19,7 @@ and 32, medians of alternating calls). Target: 50% of the channels removed with 
 accuracy loss after fine-tuning.
 
 Usage:
-    python tools/bench_structured_accuracy.py [--seeds 0 1] [--dense_epochs 8] [--fine_tune_epochs 4]
+    python tools/bench_structured_accuracy.py [--seeds 0 1] [--dense_epochs 8] [--fine_tune_epochs 6]
         [--markdown tools/results/bench_structured_accuracy.md] [--readme README.md] [--quick]
 
 Prints the table, then one JSON line with every number.
@@ -59,13 +59,13 @@ README_BLOCK = "bench_structured_accuracy"
 
 
 def build_model() -> keras.Model:
-    """Four conv-BN-ReLU layers (20, 20, 40, 40 filters), two max-pools, global pooling, Dense 100, logits.
+    """Four conv-BN-ReLU layers (24, 40, 56, 72 filters), two max-pools, global pooling, Dense 100, logits.
 
     The widths are not multiples of 8, so that `round_to=8` changes what 50% pruning keeps.
     """
     inputs = keras.Input((28, 28, 1), name="image")
     x = inputs
-    for i, filters in enumerate((20, 20, 40, 40), start=1):
+    for i, filters in enumerate((24, 40, 56, 72), start=1):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--dense_epochs", type=int, default=8)
-    parser.add_argument("--fine_tune_epochs", type=int, default=4)
+    parser.add_argument("--fine_tune_epochs", type=int, default=6)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--fine_tune_learning_rate", type=float, default=1e-3)
@@ -232,9 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
             "extra_epochs": first[name]["extra_epochs"],
             "train_seconds": round(statistics.mean(rows[name]["seconds"] for rows in per_seed), 1),
         })
-    fine_tuned = [r for r in results if r["extra_epochs"] and not r["method"].startswith("scratch")]
+    fine_tuned = [r for r in results if r["extra_epochs"] and not r["method"].startswith("scratch")
+                  and r["channels_removed"] >= RATIO - 0.02]
     best = max(fine_tuned, key=lambda r: r["accuracy"])
-    met = best["drop_points"] <= TARGET_DROP and best["channels_removed"] >= RATIO - 0.02
+    met = best["drop_points"] <= TARGET_DROP
     table = format_table(results, args, best, met)
     print(table)
     summary = {"benchmark": "structured_accuracy", "seeds": args.seeds, "dense_epochs": args.dense_epochs,
@@ -268,8 +269,11 @@ def format_table(results: list[dict], args, best: dict, met: bool) -> str:
             f"{r['params'] / 1e3:.1f}K | {r['macs'] / 1e6:.2f}M | {r['ms_b1']:.2f} | {r['ms_b32']:.2f} | "
             f"{r['extra_epochs']} |"
         )
+    passing = [r["method"] for r in results if r["extra_epochs"] and not r["method"].startswith("scratch")
+               and r["channels_removed"] >= RATIO - 0.02 and r["drop_points"] <= TARGET_DROP]
     lines += ["", f"Target (50% of channels removed, at most {TARGET_DROP:.1f} point below dense after fine-tuning): "
-              f"{'met' if met else 'not met'} (best: {best['method']}, {-best['drop_points']:+.2f} points)."]
+              f"{'met' if met else 'not met'} (best: {best['method']}, {-best['drop_points']:+.2f} points; "
+              f"within target: {', '.join(passing) or 'none'})."]
     return "\n".join(lines)
 
 
