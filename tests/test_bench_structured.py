@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_structured", os.path.join(ROOT, "tools", "bench_structured.py"))
+    path = os.path.join(ROOT, "tools", "bench_structured.py")
+    spec = importlib.util.spec_from_file_location("bench_structured", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -11,7 +11,8 @@ Deployment treatment, always identical for the original and the pruned model of 
   * runtime "tf" (default): a traced `tf.function` (graph mode, oneDNN); `--xla` compiles it with
     `jit_compile=True` instead;
   * `--tflite` (default on): extra columns, the same models converted with
-    `tf.lite.TFLiteConverter` and run by the TFLite interpreter (XNNPACK, `num_threads` = `--threads`, default all cores);
+    `tf.lite.TFLiteConverter` and run by the TFLite interpreter (XNNPACK, `num_threads` =
+    `--threads`, default all cores);
   * `--threads N`: intra-op threads of TensorFlow and TFLite (default: all cores);
   * `--stat median|min` of the timed calls (default median).
 `--round_to 8,16` adds rows pruned with channel counts a multiple of 16 (friendlier to oneDNN and
@@ -210,7 +211,8 @@ def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
     out = [tuple(header)]
     for r in rows:
         cells = [
-            r["model"], f"{r['ratio']:.1f}", str(r["round_to"]), f"{human(r['params_before'])} -> {human(r['params_after'])}",
+            r["model"], f"{r['ratio']:.1f}", str(r["round_to"]),
+            f"{human(r['params_before'])} -> {human(r['params_after'])}",
             f"{human(r['macs_before'])} -> {human(r['macs_after'])}", f"{r['mac_reduction']:.2f}x",
             f"{r['ms_b1_before']:.1f} -> {r['ms_b1_after']:.1f}", f"{r['speedup_b1']:.2f}x",
             f"{r['ms_b32_before']:.0f} -> {r['ms_b32_after']:.0f}", f"{r['speedup_b32']:.2f}x",
@@ -404,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result = {"rows": rows, **timing, **verdict, "load_average_start_end": load, "settings": {
         "round_to": args.round_to, "importance": args.importance, "fold_bn": args.fold_bn, "xla": args.xla,
         "tflite": args.tflite, "repeats": args.repeats, "stat": args.stat, "ratios": args.ratios,
-        "models": args.models, "skip_resnet50": args.skip_resnet50, "threads": args.threads or os.cpu_count()}, "cpu_count": os.cpu_count(),
+        "models": args.models, "skip_resnet50": args.skip_resnet50, "threads": args.threads or os.cpu_count()},
+        "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__, "keras": keras.__version__}
     print(json.dumps(result))
     if args.markdown:
