@@ -24,7 +24,7 @@ Targets: measured speed-up >= 0.8 x the MAC reduction; ResNet50 analysed and pru
 
 Usage:
     python tools/bench_structured.py [--repeats 40] [--importance l1] [--round_to 8[,16]] \
-        [--no-fold_bn] [--no-tflite] [--xla] [--threads N] [--markdown tools/results/bench_structured.md]
+        [--no-fold_bn] [--no-tflite] [--xla] [--threads N] [--markdown tools/results/bench_structured.md] [--readme README.md]
 
 Prints a table, then one JSON line with every number.
 """
@@ -38,18 +38,19 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from typing import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from readme_block import replace_block, write_atomic  # noqa: E402
 from tfprune import analysis  # noqa: E402
 from tfprune.structured import DependencyGraph, prune_filters  # noqa: E402
 from tfprune.structured.fold import fold_batchnorm  # noqa: E402
@@ -302,40 +303,24 @@ def markdown(rows: list[dict], timing: dict, args, load: tuple | None = None) ->
     return "\n".join(text) + "\n"
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 MODELS = {
     "resnet56": ("ResNet-56 32x32", lambda: resnet_cifar(56)),
     "mobilenet_v2": ("MobileNetV2 224x224", lambda: keras.applications.MobileNetV2(weights=None)),
 }
 
 
-def markdown_from_log(log_path: str, markdown_path: str | None) -> dict:
+def markdown_from_log(log_path: str, markdown_path: str | None, readme_path: str | None = None) -> dict:
     """Re-render the markdown table from the JSON line a previous run printed (no timing)."""
     with open(log_path) as f:
         result = json.loads([line for line in f if line.startswith("{")][-1])
     settings = argparse.Namespace(**{**result["settings"], "round_to": sorted({r["round_to"] for r in result["rows"]})})
     timing = {k: result[k] for k in ("resnet50_graph_seconds", "resnet50_prune_seconds")}
     text = markdown(result["rows"], timing, settings, tuple(result.get("load_average_start_end") or ()) or None)
+    if readme_path:
+        replace_block(readme_path, "bench_structured", text)
     if markdown_path:
         write_atomic(markdown_path, text)
-    else:
+    elif not readme_path:
         print(text, end="")
     return result
 
@@ -363,6 +348,7 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--xla", action="store_true", help="compile the tf.function with XLA (jit_compile)")
     parser.add_argument("--skip_resnet50", action="store_true", help="skip the ResNet50 pruning-time check")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table as markdown (atomically)")
+    parser.add_argument("--readme", metavar="README", help="replace the 'bench_structured' block of this README")
     parser.add_argument("--from_log", metavar="LOG",
                         help="measure nothing: write --markdown from the JSON line of an earlier run's stdout")
     return parser.parse_args(argv)
@@ -371,7 +357,7 @@ def parse_args(argv: Sequence[str] | None = None):
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.from_log:
-        return markdown_from_log(args.from_log, args.markdown)
+        return markdown_from_log(args.from_log, args.markdown, args.readme)
     if args.threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -412,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(json.dumps(result))
     if args.markdown:
         write_atomic(args.markdown, markdown(rows, timing, args, load))
+    if args.readme:
+        replace_block(args.readme, "bench_structured", markdown(rows, timing, args, load))
     return result
 
 

@@ -20,6 +20,9 @@ def write_atomic(path: str, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -33,7 +33,7 @@ from tfprune.structured.importance import (
 )
 from tfprune.structured import verify
 from tfprune.structured.finetune import compile_like
-from tfprune.structured.fold import fold_batchnorm
+from tfprune.structured.fold import find_foldable, fold_batchnorm
 from tfprune.structured.iterative import iterative_prune
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import prune_filters, rebuild
@@ -47,6 +47,7 @@ __all__ = [
     "SoftFilterPruning",
     "bn_l1_penalty",
     "compile_like",
+    "find_foldable",
     "fold_batchnorm",
     "gamma_summary",
     "iterative_prune",
