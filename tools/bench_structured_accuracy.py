@@ -265,7 +265,7 @@ def format_table(results: list[dict], args, best: dict, met: bool) -> str:
         if seeds > 1:
             acc += f" ({100 * r['accuracy_min']:.2f}–{100 * r['accuracy_max']:.2f})"
         lines.append(
-            f"| {r['method']} | {acc} | {-r['drop_points']:+.2f} | {100 * r['channels_removed']:.0f}% | "
+            f"| {r['method']} | {acc} | {(-r['drop_points'] or 0.0):+.2f} | {100 * r['channels_removed']:.0f}% | "
             f"{r['params'] / 1e3:.1f}K | {r['macs'] / 1e6:.2f}M | {r['ms_b1']:.2f} | {r['ms_b32']:.2f} | "
             f"{r['extra_epochs']} |"
         )
