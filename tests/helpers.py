@@ -50,3 +50,15 @@ def train_custom_loop(model: keras.Model, x: np.ndarray, y: np.ndarray, optimize
         start = (batch * batch_size) % len(x)
         train_step(x[start : start + batch_size], y[start : start + batch_size])
     step_callback.on_epoch_end(0)
+
+
+def load_tool(name: str):
+    """Import `tools/<name>.py` (the benchmark scripts are not a package) and return the module."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,11 +2,10 @@
 
 import importlib.util
 import json
-import pathlib
 
 import pytest
+from tests.helpers import load_tool
 
-TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_accuracy.py"
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("tf_keras") is None or importlib.util.find_spec("tensorflow_model_optimization") is None,
@@ -15,10 +14,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_accuracy")
 
 
 @pytest.mark.slow

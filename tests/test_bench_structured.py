@@ -1,26 +1,21 @@
 """tools/bench_structured.py on a tiny model: runners agree with Keras, the report and markdown are written."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
+from tests.helpers import load_tool
 from tfprune.structured.fold import fold_batchnorm
 from tfprune.structured.models import resnet_cifar
 from tfprune.structured.verify import randomize_statistics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = os.path.join(ROOT, "tools", "bench_structured.py")
-    spec = importlib.util.spec_from_file_location("bench_structured", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_structured")
 
 
 def test_runners_compute_the_model(bench):

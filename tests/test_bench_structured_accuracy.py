@@ -1,20 +1,14 @@
 """tools/bench_structured_accuracy.py runs end to end (quick mode) and writes its README block."""
 
-import importlib.util
 import json
-import os
 
 import pytest
+from tests.helpers import load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(ROOT, "tools", "bench_structured_accuracy.py")
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("bench_structured_accuracy", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_structured_accuracy")
 
 
 @pytest.mark.slow
@@ -42,10 +36,7 @@ def test_quick_run_fills_every_row_and_the_readme_block(tmp_path, capsys):
 
 
 def test_readme_block_requires_markers(tmp_path):
-    import sys
-
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from readme_block import replace_block
+    replace_block = load_tool("readme_block").replace_block
 
     readme = tmp_path / "README.md"
     readme.write_text("no markers here\n")
