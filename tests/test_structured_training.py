@@ -14,6 +14,7 @@ from tfprune.structured import (
     gamma_summary,
     iterative_prune,
     prune_filters,
+    remove_bn_sparsity,
     zero_units,
 )
 from tfprune.structured.models import resnet_cifar
@@ -114,6 +115,29 @@ def test_bn_sparsity_validates_and_restores_existing_regularizers():
     model.fit(x, y, epochs=1, verbose=0, callbacks=[BNSparsity(1e-3, layers=["bn1"])])
     assert model.get_layer("bn1").gamma.regularizer is own
     assert model.get_layer("bn2").gamma.regularizer is None
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_bn_sparsity_left_over_by_an_interrupted_fit_is_removed():
+    x, y = data(64)
+    model = compiled(conv_bn_net())
+    own = keras.regularizers.L2(1e-3)
+    model.get_layer("bn2").gamma.regularizer = own
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[BNSparsity(0.1), _Interrupt()])
+    assert len(model.losses) == 3  # the penalty lingers: on_train_end never ran
+    assert remove_bn_sparsity(model) == 3
+    assert len(model.losses) == 1 and model.get_layer("bn2").gamma.regularizer is own
+    # a new BNSparsity fit also starts clean: one penalty per gamma, not two
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[BNSparsity(0.1), _Interrupt()])
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[BNSparsity(0.1)])
+    assert remove_bn_sparsity(model) == 0
+    assert model.get_layer("bn2").gamma.regularizer is own
 
 
 # ----- SoftFilterPruning -----

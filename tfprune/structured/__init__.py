@@ -38,7 +38,7 @@ from tfprune.structured.iterative import iterative_prune
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import prune_filters, rebuild
 from tfprune.structured.report import PruningReport
-from tfprune.structured.slimming import BNSparsity, bn_l1_penalty, gamma_summary
+from tfprune.structured.slimming import BNSparsity, bn_l1_penalty, gamma_summary, remove_bn_sparsity
 from tfprune.structured.soft import SoftFilterPruning, zero_units
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "fold_batchnorm",
     "gamma_summary",
     "iterative_prune",
+    "remove_bn_sparsity",
     "zero_units",
     "DependencyGraph",
     "FPGMImportance",

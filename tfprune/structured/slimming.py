@@ -83,7 +83,8 @@ class BNSparsity(keras.callbacks.Callback):
     The penalty is attached as a weight regularizer of each gamma for the duration of `fit` (the
     train function is rebuilt so that the penalty is part of it) and removed when `fit` ends, so
     later training, evaluation and saving are unaffected. Gammas that already carry a regularizer
-    keep it and are penalised in addition.
+    keep it and are penalised in addition. After an interrupted `fit`, call `remove_bn_sparsity(model)`
+    (the next `fit` with a BNSparsity callback also cleans up first).
 
     Args:
         strength: the L1 coefficient (the paper's `s`; 1e-5 to 1e-4 for CIFAR-sized networks).
@@ -98,7 +99,6 @@ class BNSparsity(keras.callbacks.Callback):
         super().__init__()
         self.strength = _check_strength(strength)
         self.layers = None if layers is None else list(layers)
-        self._restore: list[tuple[Any, Any]] = []
 
     def on_train_begin(self, logs=None) -> None:
         bns = batchnorm_layers(self.model, self.layers)
@@ -107,27 +107,39 @@ class BNSparsity(keras.callbacks.Callback):
                 f"BNSparsity found no BatchNormalization layer with scale=True in model {self.model.name!r}. "
                 "Fix: network slimming needs BatchNormalization after the convolutions to prune."
             )
-        self._restore = []
+        remove_bn_sparsity(self.model)  # left over by an interrupted fit
         for layer in bns:
             variable = layer.gamma
-            previous = variable.regularizer
-            penalty = keras.regularizers.L1(self.strength)
-            variable.regularizer = penalty if previous is None else _Sum(previous, penalty)
-            self._restore.append((variable, previous))
+            variable.regularizer = _Penalty(self.strength, variable.regularizer)
         self.model.make_train_function(force=True)
 
     def on_train_end(self, logs=None) -> None:
-        for variable, previous in self._restore:
-            variable.regularizer = previous
-        self._restore = []
-        self.model.make_train_function(force=True)
+        remove_bn_sparsity(self.model)
 
 
-class _Sum:
-    """Two regularizers applied to the same variable."""
+class _Penalty:
+    """strength * sum|x|, added to the regularizer the variable had before (restored on removal)."""
 
-    def __init__(self, first, second) -> None:
-        self.first, self.second = first, second
+    def __init__(self, strength: float, previous: Any) -> None:
+        self.strength, self.previous = strength, previous
 
     def __call__(self, x):
-        return self.first(x) + self.second(x)
+        penalty = self.strength * keras.ops.sum(keras.ops.abs(x))
+        return penalty if self.previous is None else penalty + self.previous(x)
+
+
+def remove_bn_sparsity(model: keras.Model) -> int:
+    """Remove the BNSparsity penalty from every gamma of `model` (their own regularizers stay).
+
+    `BNSparsity` removes it when `fit` ends; call this after a `fit` that was interrupted (an
+    exception or Ctrl-C skips `on_train_end`), before training or evaluating the model further.
+    Returns how many gammas were cleaned; rebuilds the train function if it had one.
+    """
+    cleaned = 0
+    for layer in batchnorm_layers(model):
+        while isinstance(layer.gamma.regularizer, _Penalty):
+            layer.gamma.regularizer = layer.gamma.regularizer.previous
+            cleaned += 1
+    if cleaned and getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+    return cleaned
