@@ -46,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
 
+from bench_structured import paired_latency_ms  # noqa: E402
 from readme_block import replace_block, write_atomic  # noqa: E402
 from tfprune import analysis  # noqa: E402
 from tfprune.datasets import load_mnist  # noqa: E402
@@ -89,22 +90,6 @@ def accuracy(model: keras.Model, data) -> float:
     x, y = data
     logits = model.predict(x, batch_size=500, verbose=0)
     return float((np.argmax(logits, axis=1) == y).mean())
-
-
-def paired_latency_ms(models: list[keras.Model], batch: int, repeats: int) -> list[float]:
-    """Median latency per model; calls alternate between the models so that drift hits all alike."""
-    x = tf.constant(np.random.default_rng(0).normal(size=(batch, 28, 28, 1)).astype("float32"))
-    fns = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
-    for fn in fns:
-        for _ in range(3):
-            fn(x).numpy()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, bucket in zip(fns, times):
-            start = time.perf_counter()
-            fn(x).numpy()
-            bucket.append(time.perf_counter() - start)
-    return [1000 * statistics.median(bucket) for bucket in times]
 
 
 def channels(model: keras.Model) -> int:
