@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from keras import layers
 
+import tfprune  # noqa: F401  (registers the tfprune layers that pruned models may contain)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -68,6 +70,24 @@ def test_json_output_and_overwrite(model_path, tmp_path):
     assert channels["c0"] == 32 and channels["c1"] < 24
 
 
+def test_layer_norm_modes(tmp_path):
+    x = keras.Input((6, 8))
+    y = layers.Dense(16, name="proj")(x)
+    y = layers.LayerNormalization(name="ln")(y)
+    model = keras.Model(x, layers.Dense(4, name="head")(y))
+    path = tmp_path / "ln.keras"
+    model.save(path)
+    kinds = {}
+    for mode in ("exact", "approximate", "keep"):
+        out = tmp_path / f"{mode}.keras"
+        code, _, stderr = run_cli("--model", path, "--output", out, "--layer_norm", mode)
+        assert code == 0, stderr
+        ln = keras.saving.load_model(out).get_layer("ln")  # tfprune is imported by this test module
+        kinds[mode] = (type(ln).__name__, ln.gamma.shape[0])
+    assert kinds == {"exact": ("PrunedLayerNormalization", 8), "approximate": ("LayerNormalization", 8),
+                     "keep": ("LayerNormalization", 16)}
+
+
 @pytest.mark.parametrize("args, needle", [
     ([], "--model is required"),
     (["--model", "/nonexistent/m.keras", "--output", "{tmp}/o.keras"], "does not exist"),
@@ -78,6 +98,7 @@ def test_json_output_and_overwrite(model_path, tmp_path):
     (["--model", "{model}", "--output", "{tmp}/missing_dir/o.keras"], "output directory"),
     (["--model", "{model}", "--output", "{tmp}/o.h5"], "must end with .keras"),
     (["--model", "{model}", "--output", "{tmp}/o.keras", "--no_such_flag"], "no_such_flag"),
+    (["--model", "{model}", "--output", "{tmp}/o.keras", "--layer_norm", "drop"], "--layer_norm"),
 ])
 def test_usage_errors_exit_2(model_path, tmp_path, args, needle):
     args = [a.format(tmp=tmp_path, model=model_path) for a in args]

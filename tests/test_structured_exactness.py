@@ -228,15 +228,16 @@ def test_exact_with_round_to_and_global(name):
             assert entry.channels_after % 2 == 0, entry
 
 
-def test_layer_normalization_is_pruned_but_reported_inexact():
+def test_layer_normalization_approximate_mode_is_reported_inexact():
     x = keras.Input((6, 8))
     y = layers.Dense(16)(x)
     y = layers.LayerNormalization()(y)
     y = layers.Dense(4)(y)
     model = keras.Model(x, y)
-    pruned, report = prune_filters(model, pruning_ratio=0.5)
+    pruned, report = prune_filters(model, pruning_ratio=0.5, layer_norm="approximate")
     ln = report.layer("layer_normalization")
     assert (ln.channels_before, ln.channels_after) == (16, 8)
     assert "not exact" in ln.note
+    assert type(pruned.get_layer("layer_normalization")) is layers.LayerNormalization
     assert pruned.get_layer("layer_normalization").gamma.shape == (8,)
     assert pruned(example_inputs(model)).shape == (2, 6, 4)

@@ -4,6 +4,9 @@ Example:
     tfprune-prune-filters --model in.keras --output out.keras --pruning_ratio 0.5 \\
         --importance fpgm --round_to 8
 
+With --layer_norm exact (the default), LayerNormalization over pruned channels becomes
+tfprune.structured.PrunedLayerNormalization: load the output after `import tfprune`.
+
 Exit codes: 0 success, 2 usage error (bad or missing argument, existing output without
 --overwrite), 1 failure while loading, pruning or saving. Errors are one line on stderr; the
 output file is written to a temporary file in the same directory and renamed, so it is either
@@ -36,6 +39,10 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_boolean("global_pruning", False, "Rank channels across all layers.", flag_values=fv)
     flags.DEFINE_float("max_pruning_ratio", 0.9, "Upper bound per group, in (0, 1].", flag_values=fv)
     flags.DEFINE_list("ignored_layers", [], "Comma-separated names of layers whose output channels must stay.",
+                      flag_values=fv)
+    flags.DEFINE_enum("layer_norm", "exact", ["exact", "approximate", "keep"],
+                      "LayerNormalization over pruned channels: exact (a tfprune layer; loading the output "
+                      "needs tfprune imported), approximate (plain Keras, not exact) or keep (not pruned).",
                       flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing output file.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as one JSON object instead of tables.", flag_values=fv)
@@ -113,7 +120,7 @@ def main(fv: flags.FlagValues) -> int:
         pruned, report = prune_filters(
             model, pruning_ratio=fv.pruning_ratio, importance=fv.importance,
             global_pruning=fv.global_pruning, max_pruning_ratio=fv.max_pruning_ratio,
-            round_to=fv.round_to, ignored_layers=fv.ignored_layers or None,
+            round_to=fv.round_to, ignored_layers=fv.ignored_layers or None, layer_norm=fv.layer_norm,
         )
     except (ValueError, TypeError) as err:
         raise Failure(f"could not prune {fv.model!r}: {_first_line(err)}") from None

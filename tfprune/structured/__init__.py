@@ -35,6 +35,7 @@ from tfprune.structured import verify
 from tfprune.structured.finetune import compile_like
 from tfprune.structured.fold import find_foldable, fold_batchnorm
 from tfprune.structured.iterative import iterative_prune
+from tfprune.structured.layers import PrunedLayerNormalization, PrunedRMSNormalization
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import prune_filters, rebuild
 from tfprune.structured.report import PruningReport
@@ -42,6 +43,8 @@ from tfprune.structured.slimming import BNSparsity, bn_l1_penalty, gamma_summary
 from tfprune.structured.soft import SoftFilterPruning, zero_units
 
 __all__ = [
+    "PrunedLayerNormalization",
+    "PrunedRMSNormalization",
     "BNScaleImportance",
     "BNSparsity",
     "SoftFilterPruning",

@@ -104,6 +104,9 @@ class DependencyGraph:
         model: a built Sequential or functional model (nested models are followed).
         ignored_layers: layers (or names) whose output channels must not change (their inputs
             still shrink with the layers that feed them).
+        layer_norm: how LayerNormalization/RMSNormalization over channels is pruned: 'exact' (its
+            statistics keep counting the removed channels as zeros, see structured.layers),
+            'approximate' (a plain layer over the kept channels) or 'keep' (its channels stay).
 
     Example:
         >>> graph = DependencyGraph(model)
@@ -111,7 +114,12 @@ class DependencyGraph:
         >>> graph.unsupported      # [(layer name, reason), ...]
     """
 
-    def __init__(self, model: keras.Model, ignored_layers: Iterable[Any] | None = None) -> None:
+    def __init__(self, model: keras.Model, ignored_layers: Iterable[Any] | None = None,
+                 layer_norm: str = "exact") -> None:
+        if layer_norm not in handlers_lib.LAYER_NORM_MODES:
+            raise ValueError(f"layer_norm must be one of {list(handlers_lib.LAYER_NORM_MODES)}, "
+                             f"received {layer_norm!r}.")
+        self.layer_norm = layer_norm
         self.model = model
         self.uf = UnionFind()
         self.values: dict[Hashable, np.ndarray] = {}

@@ -73,6 +73,10 @@ class LayerHandler:
     def new_weights(self, rec, weights: list[np.ndarray], keep: Keep) -> list[np.ndarray]:
         return weights
 
+    def new_layer(self, rec, layer: Any, config: dict) -> Any:
+        """The pruned layer, from its new config (a handler may change the class)."""
+        return layer.__class__.from_config(config)
+
     def filter_weight(self, layer) -> tuple[Any, int] | None:
         """(weight variable, output-channel axis) of a producer, for importance criteria."""
         return None
@@ -154,6 +158,44 @@ class PerChannel(PassThrough):
     def new_weights(self, rec, weights, keep):
         idx, n = keep("in"), len(rec.slots["in"])
         return [w[..., idx] if w.ndim and w.shape[-1] == n else w for w in weights]
+
+
+LAYER_NORM_MODES = ("exact", "approximate", "keep")
+
+
+class ChannelNormalization(PerChannel):
+    """LayerNormalization / RMSNormalization over the channel axis: its statistics span every channel.
+
+    What happens to the channels depends on the graph's `layer_norm` mode:
+      * 'exact': the pruned layer is `pruned_class` (tfprune.structured.layers), whose statistics
+        still cover the original channel count, the removed channels counting as zeros;
+      * 'approximate': a plain layer of the kept width, normalising over the kept channels only
+        (reported as not exact);
+      * 'keep': the channels it normalises are not pruned.
+    """
+
+    def __init__(self, pruned_class: type) -> None:
+        super().__init__(_check_last_axis)
+        self.pruned_class = pruned_class
+
+    def trace(self, graph, call):
+        labels = super().trace(graph, call)
+        layer, rec = call.layer, graph.record(call.layer)
+        mode = graph.layer_norm
+        if mode == "keep":
+            graph.freeze(labels[0], f"{layer.name} ({type(layer).__name__}) normalises over these channels "
+                                    "(layer_norm='keep')")
+        elif mode == "approximate":
+            rec.info["approximate"] = True
+        else:
+            rec.info["normalized_size"] = getattr(layer, "normalized_size", len(rec.slots["in"]))
+        return labels
+
+    def new_layer(self, rec, layer, config):
+        size = rec.info.get("normalized_size")
+        if size is None:
+            return layer.__class__.from_config(config)
+        return self.pruned_class.from_config(dict(config, normalized_size=size))
 
 
 class Conv(LayerHandler):
@@ -430,7 +472,15 @@ def _register_defaults() -> None:
     register_handler(L.Activation, PassThrough(_check_activation))
     register_handler(L.Rescaling, PassThrough(_check_rescaling))
     register_handler(L.BatchNormalization, PerChannel(_check_last_axis))
-    register_handler(L.LayerNormalization, PerChannel(_check_last_axis, exact=False))
+    from tfprune.structured import layers as pruned_layers
+
+    layer_norm = ChannelNormalization(pruned_layers.PrunedLayerNormalization)
+    rms_norm = ChannelNormalization(pruned_layers.PrunedRMSNormalization)
+    register_handler(L.LayerNormalization, layer_norm)
+    register_handler(pruned_layers.PrunedLayerNormalization, layer_norm)
+    if hasattr(L, "RMSNormalization"):
+        register_handler(L.RMSNormalization, rms_norm)
+        register_handler(pruned_layers.PrunedRMSNormalization, rms_norm)
     register_handler(L.Normalization, PerChannel(_check_last_axis))
     register_handler(L.PReLU, PerChannel())
     for name in ["Conv1D", "Conv2D", "Conv3D"]:

@@ -68,8 +68,9 @@ def iterative_prune(
     if "pruning_ratio" in prune_kwargs or "pruning_ratio_dict" in prune_kwargs:
         raise ValueError("iterative_prune sets the per-round ratios itself: pass target_ratio, not pruning_ratio(_dict).")
     global_pruning = bool(prune_kwargs.get("global_pruning", False))
-    original = {tuple(g.producers): len(g.units) for g in DependencyGraph(
-        model, ignored_layers=prune_kwargs.get("ignored_layers")).groups}
+    graph_kwargs = {"ignored_layers": prune_kwargs.get("ignored_layers"),
+                    "layer_norm": prune_kwargs.get("layer_norm", "exact")}
+    original = {tuple(g.producers): len(g.units) for g in DependencyGraph(model, **graph_kwargs).groups}
     reports: list[PruningReport] = []
     current = model
     for step in range(1, steps + 1):
@@ -80,7 +81,7 @@ def iterative_prune(
                                             importance=importance, **prune_kwargs)
         else:
             ratios = {}
-            for group in DependencyGraph(current, ignored_layers=prune_kwargs.get("ignored_layers")).groups:
+            for group in DependencyGraph(current, **graph_kwargs).groups:
                 first = original.get(tuple(group.producers), len(group.units))
                 kept = _kept_target(first, target_ratio, step, steps)
                 ratios[group.producers[0]] = max(0.0, (len(group.units) - kept) / len(group.units))

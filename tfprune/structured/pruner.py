@@ -67,7 +67,7 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
         config = layer.get_config()
         if rec is not None:
             config = rec.handler.new_config(rec, config, keeper(rec))
-            new = layer.__class__.from_config(config)
+            new = rec.handler.new_layer(rec, layer, config)
         else:
             try:
                 new = layer.__class__.from_config(config)
@@ -146,6 +146,7 @@ def prune_filters(
     round_to: int | None = None,
     ignored_layers: Iterable[Any] | None = None,
     example_inputs: Any = None,
+    layer_norm: str = "exact",
 ) -> tuple[keras.Model, PruningReport]:
     """Remove whole filters/channels from a Keras model; return (smaller model, report).
 
@@ -161,6 +162,11 @@ def prune_filters(
         round_to: keep every group's channel count a multiple of this number.
         ignored_layers: layers (or names) whose output channels must not change.
         example_inputs: a data batch, x or (x, y); needed by 'taylor'.
+        layer_norm: LayerNormalization/RMSNormalization over pruned channels: 'exact' (default;
+            becomes `structured.layers.PrunedLayerNormalization`, whose statistics still count the
+            removed channels as zeros, so the pruned model stays exact; loading the saved model
+            needs tfprune imported), 'approximate' (a plain Keras layer over the kept channels only)
+            or 'keep' (the channels such a layer normalises are not pruned).
 
     The model's inputs and outputs keep their shapes; layers the dependency graph does not
     understand keep their channels (see `report.unsupported`).
@@ -174,7 +180,7 @@ def prune_filters(
     _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict)
     start = time.perf_counter()
     criterion = get_importance(importance)
-    graph = DependencyGraph(model, ignored_layers=ignored_layers)
+    graph = DependencyGraph(model, ignored_layers=ignored_layers, layer_norm=layer_norm)
     criterion.prepare(model, example_inputs)
     removed, decisions = plan(
         graph, criterion, pruning_ratio, global_pruning=global_pruning,

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from tfprune.structured.graph import DependencyGraph
+from tfprune.structured.handlers import LAYER_NORM_MODES
 from tfprune.structured.importance import Importance, get_importance
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import _validate, make_report, rebuild
@@ -68,7 +69,8 @@ class SoftFilterPruning(keras.callbacks.Callback):
         frequency: 'epoch' (at the end of every epoch) or a positive int (every that many steps,
             and at the end of training).
         ignored_layers: layers (or names) whose output channels are never zeroed.
-        max_pruning_ratio, round_to, global_pruning, pruning_ratio_dict: as in `prune_filters`.
+        max_pruning_ratio, round_to, global_pruning, pruning_ratio_dict, layer_norm: as in
+            `prune_filters`.
 
     After `fit`, `removed` holds the units zeroed last and `finalize()` returns
     `(pruned_model, report)`: the model without those channels (uncompiled; compile it with a fresh
@@ -85,6 +87,7 @@ class SoftFilterPruning(keras.callbacks.Callback):
         round_to: int | None = None,
         global_pruning: bool = False,
         pruning_ratio_dict: dict[Any, float] | None = None,
+        layer_norm: str = "exact",
     ) -> None:
         super().__init__()
         _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict)
@@ -102,6 +105,9 @@ class SoftFilterPruning(keras.callbacks.Callback):
         self.round_to = round_to
         self.global_pruning = global_pruning
         self.pruning_ratio_dict = pruning_ratio_dict
+        if layer_norm not in LAYER_NORM_MODES:
+            raise ValueError(f"layer_norm must be one of {list(LAYER_NORM_MODES)}, received {layer_norm!r}.")
+        self.layer_norm = layer_norm
         self.graph: DependencyGraph | None = None
         self.removed: np.ndarray | None = None
         self.decisions: list = []
@@ -110,7 +116,7 @@ class SoftFilterPruning(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None) -> None:
         if self.graph is None or self.graph.model is not self.model:
-            self.graph = DependencyGraph(self.model, ignored_layers=self.ignored_layers)
+            self.graph = DependencyGraph(self.model, ignored_layers=self.ignored_layers, layer_norm=self.layer_norm)
         self._steps = 0
 
     def on_train_batch_end(self, batch, logs=None) -> None:
@@ -129,7 +135,7 @@ class SoftFilterPruning(keras.callbacks.Callback):
     def apply(self) -> int:
         """Rank and zero filters now; returns the number of filters zeroed."""
         if self.graph is None:
-            self.graph = DependencyGraph(self.model, ignored_layers=self.ignored_layers)
+            self.graph = DependencyGraph(self.model, ignored_layers=self.ignored_layers, layer_norm=self.layer_norm)
         self.removed, self.decisions = plan(
             self.graph, self.importance, self.pruning_ratio, global_pruning=self.global_pruning,
             pruning_ratio_dict=self.pruning_ratio_dict, max_pruning_ratio=self.max_pruning_ratio,

@@ -2,7 +2,8 @@
 
 `zeroed_reference(model, report)` copies the original model and silences every removed channel at
 its source: the producer's filter and bias, the depthwise filter and bias, and the BatchNormalization
-gamma and beta of that channel. With activations that map 0 to 0 (ReLU, swish, ...), a removed
+gamma and beta of that channel; LayerNormalization/RMSNormalization gamma (and beta) too, so that
+their outputs for a removed channel are zero while their statistics still include its zero input. With activations that map 0 to 0 (ReLU, swish, ...), a removed
 channel then carries exactly zero wherever it is consumed, so the copy must compute what the pruned
 model computes. It relies only on the report's kept indices, not on the dependency graph.
 
@@ -22,6 +23,8 @@ _BaseConv = keras.src.layers.convolutional.base_conv.BaseConv
 _BaseDepthwise = keras.src.layers.convolutional.base_depthwise_conv.BaseDepthwiseConv
 _BaseSeparable = keras.src.layers.convolutional.base_separable_conv.BaseSeparableConv
 _BaseTranspose = keras.src.layers.convolutional.base_conv_transpose.BaseConvTranspose
+_RMSNormalization = getattr(keras.layers, "RMSNormalization", None)
+_CHANNEL_NORMALIZATIONS = tuple(c for c in (keras.layers.LayerNormalization, _RMSNormalization) if c is not None)
 
 
 def copy_model(model: keras.Model) -> keras.Model:
@@ -56,6 +59,13 @@ def _zero_out_channels(layer, removed: np.ndarray) -> None:
             raise ValueError(f"{layer.name}: a zeroed reference needs BatchNormalization with scale and center.")
         weights[0][removed] = 0
         weights[1][removed] = 0
+    elif isinstance(layer, keras.layers.LayerNormalization):
+        if not layer.scale and not layer.rms_scaling:
+            raise ValueError(f"{layer.name}: a zeroed reference needs LayerNormalization with scale=True.")
+        for w in weights:  # gamma (and beta): the removed channels' outputs become zero
+            w[removed] = 0
+    elif _RMSNormalization is not None and isinstance(layer, _RMSNormalization):
+        weights[0][removed] = 0
     else:
         return
     layer.set_weights(weights)
@@ -83,8 +93,9 @@ def max_abs_difference(model: keras.Model, pruned: keras.Model, report, inputs) 
 
 
 def randomize_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
-    """Give BatchNormalization layers and biases random values (in place), so that a check against
-    `zeroed_reference` exercises them. Freshly initialised layers have gamma=1, beta=0, zero biases.
+    """Give BatchNormalization/LayerNormalization/RMSNormalization layers and biases random values (in
+    place), so that a check against `zeroed_reference` exercises them. Freshly initialised layers
+    have gamma=1, beta=0, zero biases.
     """
     rng = np.random.default_rng(seed)
     for layer in iter_layers(model):
@@ -95,6 +106,9 @@ def randomize_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
             shape = weights[0].shape
             weights = [rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.2, shape),
                        rng.normal(0, 0.2, shape), rng.uniform(0.5, 2.0, shape)]
+        elif isinstance(layer, _CHANNEL_NORMALIZATIONS):  # gamma (scale) near 1, beta near 0
+            weights = [rng.uniform(0.5, 1.5, w.shape) if i == 0 else rng.normal(0, 0.2, w.shape)
+                       for i, w in enumerate(weights)]
         elif getattr(layer, "bias", None) is not None and weights[-1].ndim == 1:
             weights[-1] = rng.normal(0, 0.2, weights[-1].shape)
         layer.set_weights([w.astype(np.float32) for w in weights])
