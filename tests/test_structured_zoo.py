@@ -7,6 +7,7 @@ from keras import layers
 
 from tfprune.structured import DependencyGraph, prune_filters, verify
 from tfprune.structured.models import network_in_network, resnet_cifar
+from tfprune.structured.walk import iter_layers
 
 A = keras.applications
 
@@ -79,3 +80,23 @@ def test_pruned_mobilenetv2_round_trips_through_keras_file(tmp_path):
     loaded = keras.saving.load_model(path)
     x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(pruned(x)), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_convnext_prunes_exactly_through_layer_normalization_and_layer_scale():
+    model = A.ConvNeXtTiny(weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    verify.randomize_statistics(model, seed=0)
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # LayerScale starts at 1e-6: make the residual branches count
+        if type(layer).__name__ == "LayerScale":
+            layer.set_weights([rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32")])
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    pruned, report = prune_filters(model, pruning_ratio=0.5, round_to=8)
+    assert not report.unsupported, report.unsupported
+    norms = [e for e in report.layers if e.type == "LayerNormalization"]
+    assert norms and all(e.channels_after == e.channels_before // 2 for e in norms), report
+    kinds = {layer.name: type(layer).__name__ for layer in iter_layers(pruned)}  # stem/downsampling are nested
+    assert all(kinds[e.name] == "PrunedLayerNormalization" for e in norms)
+    assert report.params_after < 0.3 * report.params_before
+    scale = max(1.0, float(np.max(np.abs(np.asarray(model(x))))))
+    assert verify.max_abs_difference(model, pruned, report, x) < 1e-5 * scale

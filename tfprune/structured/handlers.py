@@ -198,6 +198,13 @@ class ChannelNormalization(PerChannel):
         return self.pruned_class.from_config(dict(config, normalized_size=size))
 
 
+class LayerScaleHandler(PerChannel):
+    """keras.applications' ConvNeXt LayerScale: a per-channel multiplier sized by `projection_dim`."""
+
+    def new_config(self, rec, config, keep):
+        return dict(config, projection_dim=len(keep("in")))
+
+
 class Conv(LayerHandler):
     """Conv1D/2D/3D. groups > 1 keeps the group count: a position is removed from every group at
     once; groups == input channels (depthwise-like) passes channels through like DepthwiseConv."""
@@ -483,6 +490,12 @@ def _register_defaults() -> None:
         register_handler(pruned_layers.PrunedRMSNormalization, rms_norm)
     register_handler(L.Normalization, PerChannel(_check_last_axis))
     register_handler(L.PReLU, PerChannel())
+    try:
+        from keras.src.applications.convnext import LayerScale
+    except ImportError:  # pragma: no cover - older Keras layouts
+        LayerScale = None
+    if LayerScale is not None:
+        register_handler(LayerScale, LayerScaleHandler())
     for name in ["Conv1D", "Conv2D", "Conv3D"]:
         register_handler(getattr(L, name), Conv())
     for name in ["Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"]:
