@@ -3,6 +3,9 @@
 Pipeline: `DependencyGraph` finds the groups of coupled channels, an `Importance` scores them,
 `plan` picks what to remove, `rebuild` creates the smaller model. `prune_filters` runs all four.
 
+Layers: `PrunedLayerNormalization` / `PrunedRMSNormalization` keep LayerNormalization exact once
+channels are removed (`prune_filters(..., layer_norm="exact")`).
+
 Training-time helpers: `BNSparsity` (network slimming), `SoftFilterPruning`, `iterative_prune`,
 and `compile_like` (a fresh optimizer for the pruned model).
 
