@@ -202,3 +202,20 @@ def test_unpruned_layer_matches_keras_layer_normalization():
     reference = layers.RMSNormalization()
     ours = PrunedRMSNormalization(normalized_size=16)
     np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(reference(x)), atol=1e-5)
+
+
+def test_exact_layers_convert_to_tflite():
+    import tensorflow as tf
+
+    model = verify.randomize_statistics(m_convnext_block(), seed=7)
+    pruned, _ = prune_filters(model, pruning_ratio=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        content = tf.lite.TFLiteConverter.from_keras_model(pruned).convert()
+        interpreter = tf.lite.Interpreter(model_content=content)
+    x = inputs_for(model, batch=1)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, np.asarray(pruned(x)), atol=1e-4)
