@@ -113,3 +113,32 @@ def test_original_model_is_not_modified():
 def test_bad_arguments_name_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):
         prune_filters(plain_cnn(), **kwargs)
+
+
+def test_every_layer_of_a_coupled_group_keeps_a_channel():
+    """Two concatenated branches added to a wider stream form one group; pruning the weakest half
+    must not remove all of one branch's filters (that would build a Conv2D with 0 filters), and
+    round_to / max_pruning_ratio hold for each branch."""
+    x = keras.Input((8, 8, 3))
+    weak = keras.layers.Conv2D(4, 1, name="weak_branch")(x)
+    strong = keras.layers.Conv2D(12, 1, name="strong_branch")(x)
+    stream = keras.layers.Concatenate()([weak, strong])
+    side = keras.layers.Conv2D(16, 3, padding="same", name="side")(x)
+    y = keras.layers.Add()([stream, side])
+    y = keras.layers.Conv2D(6, 1, name="head")(keras.layers.ReLU()(y))
+    model = keras.Model(x, y)
+    kernel = model.get_layer("weak_branch").kernel
+    kernel.assign(kernel.numpy() * 1e-3)  # the weak branch scores lowest on every channel
+    model.get_layer("side").kernel.assign(model.get_layer("side").kernel.numpy() * 1e-3)
+    x_in = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    for round_to, weak, strong in [(None, 2, 6), (4, 4, 8)]:
+        pruned, report = prune_filters(model, pruning_ratio=0.5, round_to=round_to)
+        # each branch is pruned at the group's ratio (and rounded on its own), not emptied
+        assert pruned.get_layer("weak_branch").filters == weak
+        assert pruned.get_layer("strong_branch").filters == strong
+        assert pruned.get_layer("side").filters == weak + strong
+        kept = report.layer("weak_branch").kept_indices
+        assert len(kept) == weak
+        assert verify.max_abs_difference(model, pruned, report, x_in) < 1e-5
+    pruned, _ = prune_filters(model, pruning_ratio=0.8, max_pruning_ratio=0.5)
+    assert pruned.get_layer("weak_branch").filters == 2 and pruned.get_layer("strong_branch").filters == 6

@@ -32,6 +32,12 @@ ZOO = {
                                                 classifier_activation=None), "filter_sketch"),
     "xception": (lambda: A.Xception(weights=None, input_shape=(71, 71, 3), classes=10,
                                     classifier_activation=None), "l1"),
+    # BatchNormalization(scale=False) throughout
+    "inceptionv3": (lambda: A.InceptionV3(weights=None, input_shape=(75, 75, 3), classes=10,
+                                          classifier_activation=None), "l2"),
+    # concatenated branches feed the residual stream; CustomScaleLayer residuals
+    "inceptionresnetv2": (lambda: A.InceptionResNetV2(weights=None, input_shape=(75, 75, 3), classes=10,
+                                                      classifier_activation=None), "l1"),
     "resnet56": (lambda: resnet_cifar(56), "fpgm"),
     "nin": (network_in_network, "l1"),
 }

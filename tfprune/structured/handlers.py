@@ -496,6 +496,12 @@ def _register_defaults() -> None:
         LayerScale = None
     if LayerScale is not None:
         register_handler(LayerScale, LayerScaleHandler())
+    try:  # InceptionResNetV2's residual `x + branch * scale`
+        from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    except ImportError:  # pragma: no cover - older Keras layouts
+        CustomScaleLayer = None
+    if CustomScaleLayer is not None:
+        register_handler(CustomScaleLayer, Merge())
     for name in ["Conv1D", "Conv2D", "Conv3D"]:
         register_handler(getattr(L, name), Conv())
     for name in ["Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"]:

@@ -55,10 +55,15 @@ def _zero_out_channels(layer, removed: np.ndarray) -> None:
         for w in weights[1:]:
             w[removed] = 0
     elif isinstance(layer, keras.layers.BatchNormalization):
-        if not (layer.scale and layer.center):
-            raise ValueError(f"{layer.name}: a zeroed reference needs BatchNormalization with scale and center.")
-        weights[0][removed] = 0
-        weights[1][removed] = 0
+        # zero scale, shift and mean: the output is zero for the zero input the producer now gives,
+        # also without gamma (scale=False) or beta (center=False)
+        for name in ("gamma", "beta", "moving_mean"):
+            variable = getattr(layer, name, None)
+            if variable is not None:
+                values = np.array(variable.numpy())
+                values[removed] = 0
+                variable.assign(values)
+        return
     elif isinstance(layer, keras.layers.LayerNormalization):
         if not layer.scale and not layer.rms_scaling:
             raise ValueError(f"{layer.name}: a zeroed reference needs LayerNormalization with scale=True.")
@@ -92,6 +97,9 @@ def max_abs_difference(model: keras.Model, pruned: keras.Model, report, inputs) 
     return float(max(np.max(np.abs(np.asarray(a) - np.asarray(e))) for a, e in zip(actual, expected)))
 
 
+_RANDOM_RANGES = {"gamma": (0.5, 1.5), "scale": (0.5, 1.5), "moving_variance": (0.5, 2.0)}  # others ~ N(0, 0.2)
+
+
 def randomize_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
     """Give BatchNormalization/LayerNormalization/RMSNormalization layers and biases random values (in
     place), so that a check against `zeroed_reference` exercises them. Freshly initialised layers
@@ -102,14 +110,16 @@ def randomize_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
         weights = layer.get_weights()
         if not weights:
             continue
-        if isinstance(layer, keras.layers.BatchNormalization) and len(weights) == 4:
-            shape = weights[0].shape
-            weights = [rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.2, shape),
-                       rng.normal(0, 0.2, shape), rng.uniform(0.5, 2.0, shape)]
-        elif isinstance(layer, _CHANNEL_NORMALIZATIONS):  # gamma (scale) near 1, beta near 0
-            weights = [rng.uniform(0.5, 1.5, w.shape) if i == 0 else rng.normal(0, 0.2, w.shape)
-                       for i, w in enumerate(weights)]
-        elif getattr(layer, "bias", None) is not None and weights[-1].ndim == 1:
+        if isinstance(layer, (keras.layers.BatchNormalization, *_CHANNEL_NORMALIZATIONS)):
+            for name in ("gamma", "scale", "beta", "moving_mean", "moving_variance"):
+                variable = getattr(layer, name, None)
+                if isinstance(variable, keras.Variable):
+                    low_high = _RANDOM_RANGES.get(name)
+                    values = (rng.uniform(*low_high, variable.shape) if low_high
+                              else rng.normal(0, 0.2, variable.shape))
+                    variable.assign(values.astype(np.float32))
+            continue
+        if getattr(layer, "bias", None) is not None and weights[-1].ndim == 1:
             weights[-1] = rng.normal(0, 0.2, weights[-1].shape)
         layer.set_weights([w.astype(np.float32) for w in weights])
     return model
