@@ -142,3 +142,39 @@ def test_every_layer_of_a_coupled_group_keeps_a_channel():
         assert verify.max_abs_difference(model, pruned, report, x_in) < 1e-5
     pruned, _ = prune_filters(model, pruning_ratio=0.8, max_pruning_ratio=0.5)
     assert pruned.get_layer("weak_branch").filters == 2 and pruned.get_layer("strong_branch").filters == 6
+
+
+def _token_model():
+    tokens = keras.Input((12,), dtype="int32")
+    h = keras.layers.Embedding(60, 32, name="embed")(tokens)
+    h = keras.layers.LayerNormalization(name="embed_ln")(h)
+    h = keras.layers.Conv1D(24, 3, padding="same", activation="relu", name="conv")(h)
+    h = keras.layers.GlobalMaxPooling1D()(h)
+    return keras.Model(tokens, keras.layers.Dense(3, name="logits")(h))
+
+
+def test_embedding_width_is_pruned_exactly(tmp_path):
+    model = verify.randomize_statistics(_token_model(), seed=2)
+    ids = np.random.default_rng(0).integers(0, 60, size=(4, 12)).astype("int32")
+    pruned, report = prune_filters(model, pruning_ratio=0.5, importance="l2")
+    embed = pruned.get_layer("embed")
+    assert embed.output_dim == 16 and tuple(embed.embeddings.shape) == (60, 16)
+    kept = report.layer("embed").kept_indices
+    expected = np.argsort(-np.linalg.norm(model.get_layer("embed").embeddings.numpy(), axis=0), kind="stable")[:16]
+    assert sorted(kept.tolist()) == sorted(expected.tolist())  # the 16 columns with the largest L2 norm
+    np.testing.assert_array_equal(embed.embeddings.numpy(), model.get_layer("embed").embeddings.numpy()[:, kept])
+    assert verify.max_abs_difference(model, pruned, report, ids) < 1e-5
+    path = tmp_path / "tokens.keras"
+    pruned.save(path)
+    np.testing.assert_allclose(np.asarray(keras.saving.load_model(path)(ids)), np.asarray(pruned(ids)), atol=1e-6)
+
+
+def test_soft_filter_pruning_zeroes_embedding_columns():
+    from tfprune.structured import SoftFilterPruning
+
+    model = _token_model()
+    callback = SoftFilterPruning(0.5, importance="l2")
+    callback.set_model(model)
+    callback.apply()
+    columns = np.abs(model.get_layer("embed").embeddings.numpy()).sum(axis=0)
+    assert int((columns == 0).sum()) == 16

@@ -357,6 +357,28 @@ class DenseHandler(_MixingProducer):
         return layer.kernel, -1
 
 
+class EmbeddingHandler(LayerHandler):
+    """Embedding: a producer of `output_dim` channels; the table is (input_dim, output_dim)."""
+
+    def trace(self, graph, call):
+        layer = call.layer
+        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+            raise Unsupported("LoRA or quantized Embedding")
+        return [graph.producer(layer, layer.output_dim)]
+
+    def is_producer(self, rec):
+        return True
+
+    def new_config(self, rec, config, keep):
+        return dict(config, output_dim=len(keep("out")))
+
+    def new_weights(self, rec, weights, keep):
+        return [weights[0][:, keep("out")]] + weights[1:]
+
+    def filter_weight(self, layer):
+        return layer.embeddings, -1
+
+
 class Merge(LayerHandler):
     """Add, Subtract, Multiply, Average, Maximum, Minimum (layers, or the same keras.ops on
     tensors): equal channels are coupled. An input with a single channel broadcasts (its channel
@@ -511,6 +533,7 @@ def _register_defaults() -> None:
     for name in ["SeparableConv1D", "SeparableConv2D"]:
         register_handler(getattr(L, name), Separable())
     register_handler(L.Dense, DenseHandler())
+    register_handler(L.Embedding, EmbeddingHandler())
     for name in ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"]:
         register_handler(getattr(L, name), Merge())
     register_handler(L.Concatenate, ConcatenateHandler())

@@ -1,9 +1,10 @@
 """Check a pruned model against the original with the removed channels forced to zero.
 
 `zeroed_reference(model, report)` copies the original model and silences every removed channel at
-its source: the producer's filter and bias, the depthwise filter and bias, and the BatchNormalization
-gamma and beta of that channel; LayerNormalization/RMSNormalization gamma (and beta) too, so that
-their outputs for a removed channel are zero while their statistics still include its zero input. With activations that map 0 to 0 (ReLU, swish, ...), a removed
+its source: the producer's filter and bias (an Embedding's column), the depthwise filter and bias,
+and the BatchNormalization gamma, beta and mean of that channel; LayerNormalization/RMSNormalization
+gamma (and beta) too, so that their outputs for a removed channel are zero while their statistics
+still include its zero input. With activations that map 0 to 0 (ReLU, swish, ...), a removed
 channel then carries exactly zero wherever it is consumed, so the copy must compute what the pruned
 model computes. It relies only on the report's kept indices, not on the dependency graph.
 
@@ -50,6 +51,8 @@ def _zero_out_channels(layer, removed: np.ndarray) -> None:
         weights[0][..., removed, :] = 0
         for w in weights[1:]:
             w[removed] = 0
+    elif isinstance(layer, keras.layers.Embedding):
+        weights[0][:, removed] = 0
     elif isinstance(layer, (_BaseConv, keras.layers.Dense)):
         weights[0][..., removed] = 0
         for w in weights[1:]:
