@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Hashable, Iterable
 
 import keras
@@ -116,10 +117,7 @@ class DependencyGraph:
 
     def __init__(self, model: keras.Model, ignored_layers: Iterable[Any] | None = None,
                  layer_norm: str = "exact") -> None:
-        if layer_norm not in handlers_lib.LAYER_NORM_MODES:
-            raise ValueError(f"layer_norm must be one of {list(handlers_lib.LAYER_NORM_MODES)}, "
-                             f"received {layer_norm!r}.")
-        self.layer_norm = layer_norm
+        self.layer_norm = handlers_lib.check_layer_norm_mode(layer_norm)
         self.model = model
         self.uf = UnionFind()
         self.values: dict[Hashable, np.ndarray] = {}
@@ -282,6 +280,40 @@ class DependencyGraph:
                 self.groups[g].members.append(rec)
 
     # ----- queries -----
+    @functools.cached_property
+    def layer_parts(self) -> dict[int, list[np.ndarray]]:
+        """Groups whose units are split over several layers: {group index: [unit roots per part]}.
+
+        Usually every layer of a group holds all of its units, and the group is absent here. When
+        branches are concatenated into a coupled sum (Inception-ResNet), each branch holds a part
+        only; the planner prunes each part at the group's ratio, so that no layer is emptied or cut
+        beyond `max_pruning_ratio`, and `round_to` holds per layer.
+        """
+        segments: dict[int, set[tuple[int, ...]]] = {}
+        for rec in self.records.values():
+            for labels in rec.slots.values():
+                by_group: dict[int, list[int]] = {}
+                for root in np.unique(self.root_of[labels]).tolist():
+                    group = self.unit_to_group.get(root)
+                    if group is not None:
+                        by_group.setdefault(group, []).append(root)
+                for group, units in by_group.items():
+                    segments.setdefault(group, set()).add(tuple(units))
+        parts: dict[int, list[np.ndarray]] = {}
+        for group, layer_sets in segments.items():
+            if len(layer_sets) <= 1:
+                continue
+            signature: dict[int, list[int]] = {}
+            for k, layer_set in enumerate(sorted(layer_sets)):
+                for unit in layer_set:
+                    signature.setdefault(unit, []).append(k)
+            split: dict[tuple[int, ...], list[int]] = {}
+            for unit, keys in signature.items():
+                split.setdefault(tuple(keys), []).append(unit)
+            if len(split) > 1:
+                parts[group] = [np.array(sorted(units), dtype=np.int64) for units in split.values()]
+        return parts
+
     def roots(self, labels: np.ndarray) -> np.ndarray:
         return self.root_of[labels]
 

@@ -59,8 +59,6 @@ def static_shape(shape: tuple) -> tuple:
 class LayerHandler:
     """Base handler: no weights, config unchanged."""
 
-    exact = True
-
     def trace(self, graph, call) -> list[np.ndarray]:
         raise NotImplementedError
 
@@ -141,18 +139,12 @@ def _check_last_axis(config: dict, rank: int) -> None:
 class PerChannel(PassThrough):
     """Pass-through with per-channel weights on the last axis (BatchNormalization, PReLU, ...)."""
 
-    def __init__(self, check=None, exact: bool = True) -> None:
-        super().__init__(check)
-        self.exact = exact
-
     def trace(self, graph, call):
         config = call.layer.get_config()
         if self.check:
             self.check(config, len(call.input_shapes[0]))
         labels = graph.values[call.inputs[0]]
         labels = graph.slot(call.layer, "in", labels)
-        if not self.exact:
-            graph.record(call.layer).info["approximate"] = True
         return [labels]
 
     def new_weights(self, rec, weights, keep):
@@ -161,6 +153,13 @@ class PerChannel(PassThrough):
 
 
 LAYER_NORM_MODES = ("exact", "approximate", "keep")
+
+
+def check_layer_norm_mode(mode: str) -> str:
+    """`mode` if it is one of LAYER_NORM_MODES, else a ValueError naming them."""
+    if mode not in LAYER_NORM_MODES:
+        raise ValueError(f"layer_norm must be one of {list(LAYER_NORM_MODES)}, received {mode!r}.")
+    return mode
 
 
 class ChannelNormalization(PerChannel):

@@ -37,7 +37,7 @@ def _check_size(layer: keras.layers.Layer, input_shape: tuple) -> None:
             f"the {channels} input channels. Fix: normalized_size counts the channels before pruning.")
 
 
-def _sums(x: Any, normalized_size: int) -> tuple[Any, Any]:
+def _moments(x: Any, normalized_size: int) -> tuple[Any, Any]:
     """Mean and (biased) variance over `normalized_size` channels, of which only x's are non-zero."""
     n = float(normalized_size)
     mean = ops.sum(x, axis=-1, keepdims=True) / n
@@ -50,14 +50,8 @@ def _compute_dtype(x: Any) -> str:
     return keras.backend.result_type(x.dtype, "float32")
 
 
-@keras.saving.register_keras_serializable(package="tfprune")
-class PrunedLayerNormalization(keras.layers.LayerNormalization):
-    """LayerNormalization over the last axis with statistics over `normalized_size` channels.
-
-    Args:
-        normalized_size: the channel count before pruning (>= the input's channels).
-        **kwargs: as for `keras.layers.LayerNormalization` (axis must be the last axis).
-    """
+class _KeepsNormalizedSize:
+    """Mixin: the `normalized_size` argument, its check against the input, and its config entry."""
 
     def __init__(self, normalized_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -69,9 +63,22 @@ class PrunedLayerNormalization(keras.layers.LayerNormalization):
         _check_size(self, tuple(input_shape))
         super().build(input_shape)
 
+    def get_config(self) -> dict:
+        return {**super().get_config(), "normalized_size": self.normalized_size}
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PrunedLayerNormalization(_KeepsNormalizedSize, keras.layers.LayerNormalization):
+    """LayerNormalization over the last axis with statistics over `normalized_size` channels.
+
+    Args:
+        normalized_size: the channel count before pruning (>= the input's channels).
+        **kwargs: as for `keras.layers.LayerNormalization` (axis must be the last axis).
+    """
+
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, _compute_dtype(inputs))
-        mean, variance = _sums(x, self.normalized_size)
+        mean, variance = _moments(x, self.normalized_size)
         inv = ops.rsqrt(variance + self.epsilon)
         outputs = x * inv if self.rms_scaling else (x - mean) * inv
         if self.gamma is not None:
@@ -80,15 +87,12 @@ class PrunedLayerNormalization(keras.layers.LayerNormalization):
             outputs = outputs + ops.cast(self.beta, outputs.dtype)
         return ops.cast(outputs, self.compute_dtype)
 
-    def get_config(self) -> dict:
-        return {**super().get_config(), "normalized_size": self.normalized_size}
-
 
 _RMSNormalization = getattr(keras.layers, "RMSNormalization", None)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
-class PrunedRMSNormalization(_RMSNormalization or keras.layers.Layer):
+class PrunedRMSNormalization(_KeepsNormalizedSize, _RMSNormalization or keras.layers.Layer):
     """RMSNormalization over the last axis with the mean square over `normalized_size` channels.
 
     Args:
@@ -99,14 +103,7 @@ class PrunedRMSNormalization(_RMSNormalization or keras.layers.Layer):
     def __init__(self, normalized_size: int, **kwargs: Any) -> None:
         if _RMSNormalization is None:
             raise ImportError("PrunedRMSNormalization needs keras.layers.RMSNormalization. Fix: upgrade Keras.")
-        super().__init__(**kwargs)
-        if int(normalized_size) < 1:
-            raise ValueError(f"normalized_size must be a positive channel count, received {normalized_size}.")
-        self.normalized_size = int(normalized_size)
-
-    def build(self, input_shape: tuple) -> None:
-        _check_size(self, tuple(input_shape))
-        super().build(input_shape)
+        super().__init__(normalized_size, **kwargs)
 
     def call(self, x: Any) -> Any:
         dtype = x.dtype
@@ -115,6 +112,3 @@ class PrunedRMSNormalization(_RMSNormalization or keras.layers.Layer):
         epsilon = keras.config.epsilon() if self.epsilon is None else self.epsilon
         outputs = x * ops.rsqrt(mean_square + epsilon) * ops.cast(self.scale, x.dtype)
         return ops.cast(outputs, dtype)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "normalized_size": self.normalized_size}

@@ -113,19 +113,17 @@ def plan(
                 budget -= 1
 
     removed = np.zeros(len(graph.root_of), dtype=bool)
-    atoms_by_group = _layer_atoms(graph) if counts else {}
     for index, count in counts.items():
         group, decision = graph.groups[index], decisions[index]
         total = len(group.units)
-        position = {unit: i for i, unit in enumerate(group.units.tolist())}
         chosen = []
-        for atom in atoms_by_group.get(index) or [group.units]:
-            atom_scores = scores[index][[position[u] for u in atom.tolist()]]
-            n = len(atom)
-            want = _limit(n, int(np.isfinite(atom_scores).sum()), count / total, max_pruning_ratio)
+        for part in graph.layer_parts.get(index) or [group.units]:  # group.units is sorted
+            part_scores = scores[index][np.searchsorted(group.units, part)]
+            n = len(part)
+            want = _limit(n, int(np.isfinite(part_scores).sum()), count / total, max_pruning_ratio)
             k = n - _kept_after_rounding(n, n - want, round_to)
             if k > 0:
-                chosen.append(atom[np.argsort(atom_scores, kind="stable")[:k]])
+                chosen.append(part[np.argsort(part_scores, kind="stable")[:k]])
         if not chosen:
             decision.reason = ("round_to keeps every channel" if round_to and count
                                else "ratio too small for this group")
@@ -136,36 +134,3 @@ def plan(
         removed[decision.removed_units] = True
     return removed, decisions
 
-
-def _layer_atoms(graph) -> dict[int, list[np.ndarray]]:
-    """Per group, its units split by the layers that hold them.
-
-    Usually every layer of a group holds all of its units (one part). When branches are
-    concatenated into a coupled sum (Inception-ResNet), each branch holds a part only; each part is
-    pruned at the group's ratio with its own rounding, so that no layer loses more than
-    `max_pruning_ratio` of its channels or all of them, and `round_to` holds per layer.
-    """
-    segments: dict[int, set[tuple[int, ...]]] = {}
-    for rec in graph.records.values():
-        for labels in rec.slots.values():
-            by_group: dict[int, list[int]] = {}
-            for root in np.unique(graph.root_of[labels]).tolist():
-                group = graph.unit_to_group.get(root)
-                if group is not None:
-                    by_group.setdefault(group, []).append(root)
-            for group, units in by_group.items():
-                segments.setdefault(group, set()).add(tuple(units))
-    atoms: dict[int, list[np.ndarray]] = {}
-    for group, parts in segments.items():
-        if len(parts) <= 1:
-            continue
-        signature: dict[int, list[int]] = {}
-        for k, part in enumerate(sorted(parts)):
-            for unit in part:
-                signature.setdefault(unit, []).append(k)
-        split: dict[tuple[int, ...], list[int]] = {}
-        for unit, keys in signature.items():
-            split.setdefault(tuple(keys), []).append(unit)
-        if len(split) > 1:
-            atoms[group] = [np.array(sorted(units), dtype=np.int64) for units in split.values()]
-    return atoms

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from tfprune.structured.graph import DependencyGraph
-from tfprune.structured.handlers import LAYER_NORM_MODES
+from tfprune.structured.handlers import check_layer_norm_mode
 from tfprune.structured.importance import Importance, get_importance
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import _validate, make_report, rebuild
@@ -105,9 +105,7 @@ class SoftFilterPruning(keras.callbacks.Callback):
         self.round_to = round_to
         self.global_pruning = global_pruning
         self.pruning_ratio_dict = pruning_ratio_dict
-        if layer_norm not in LAYER_NORM_MODES:
-            raise ValueError(f"layer_norm must be one of {list(LAYER_NORM_MODES)}, received {layer_norm!r}.")
-        self.layer_norm = layer_norm
+        self.layer_norm = check_layer_norm_mode(layer_norm)
         self.graph: DependencyGraph | None = None
         self.removed: np.ndarray | None = None
         self.decisions: list = []
