@@ -100,7 +100,7 @@ def test_strip_keras_exact_and_clean(trained, tmp_path):
     rows = {(r["layer"], r["weight"]): r for r in report["weights"]}
     assert set(rows) == {("conv1", "kernel"), ("dense1", "kernel"), ("logits", "kernel")}
     dense = rows[("dense1", "kernel")]
-    assert dense["shape"] == [150, 16] and dense["parameters"] == 2400 and dense["zeros"] == 1920
+    assert dense["shape"] == [150, 16] and dense["size"] == 2400 and dense["zeros"] == 1920
     assert np.count_nonzero(loaded.get_layer("dense1").kernel.numpy() == 0) == 1920
     assert report["totals"]["sparsity"] == pytest.approx(0.8, abs=0.01)
     out = report["output"]

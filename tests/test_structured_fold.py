@@ -9,7 +9,7 @@ from tfprune.structured import prune_filters
 from tfprune.structured.fold import find_foldable, fold_batchnorm
 from tfprune.structured.models import resnet_cifar
 from tfprune.structured.verify import randomize_statistics
-from tfprune.structured.walk import iter_layers
+from tfprune.keras_graph import iter_layers
 
 
 def bn_count(model):

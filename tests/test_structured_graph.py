@@ -6,7 +6,7 @@ import pytest
 from keras import layers
 
 from tfprune.structured import DependencyGraph, PassThrough, prune_filters, register_handler, verify
-from tfprune.structured.handlers import _REGISTRY, get_handler
+from tfprune.layers.registry import _REGISTRY, get_handler
 from tfprune.structured.models import network_in_network
 
 

@@ -7,7 +7,7 @@ from keras import layers
 
 from tfprune.structured import DependencyGraph, prune_filters, verify
 from tfprune.structured.models import network_in_network, resnet_cifar
-from tfprune.structured.walk import iter_layers
+from tfprune.keras_graph import iter_layers
 
 A = keras.applications
 

@@ -1,13 +1,25 @@
-"""tfprune: magnitude and structured pruning for Keras 3."""
+"""tfprune: magnitude and structured pruning for Keras 3.
 
-from tfprune import analysis, distill, export, global_pruning, m_by_n, masks, structured, summary
-from tfprune.callbacks import PruningSummaries, UpdatePruningStep, format_sparsity_table, sparsity_report
+Magnitude pruning: `prune_low_magnitude`, the schedules, `UpdatePruningStep`, `strip_pruning`.
+Structured pruning: `tfprune.structured` (`prune_filters`, `DependencyGraph`, ...).
+Per-layer knowledge: `tfprune.layers` (`register_layer` gives a custom layer every capability).
+Export: `strip_checkpoint` and the `tfprune-strip` command.
+
+Example:
+    >>> import tfprune
+    >>> pruned = tfprune.prune_low_magnitude(model, pruning_schedule=tfprune.PolynomialDecay(0.0, 0.8, 0, 1000))
+    >>> pruned.fit(x, y, callbacks=[tfprune.UpdatePruningStep()])
+    >>> plain = tfprune.strip_pruning(pruned)
+"""
+
+from tfprune import analysis, distill, export, global_pruning, layers, m_by_n, masks, sparsity, structured, summary
+from tfprune.callbacks import PruningSummaries, UpdatePruningStep, sparsity_report
 from tfprune.export import TFCheckpointWriter, format_report, strip_checkpoint
-from tfprune.hparams import ContribSchedule, PruningHParams, get_pruning_hparams
-from tfprune.prune import collect_wrappers, prune_low_magnitude, prune_scope, strip_pruning
-from tfprune.registry import PrunableLayer, UnsupportedLayerError
 from tfprune.global_pruning import GlobalPruningGroup, relink_global_pruning
+from tfprune.hparams import ContribSchedule, PruningHParams, get_pruning_hparams
+from tfprune.layers import LayerHandler, PrunableLayer, UnsupportedLayerError, register_layer
 from tfprune.m_by_n import check_m_by_n, m_by_n_report
+from tfprune.mask_rules import LayerMaskRule, MaskRule
 from tfprune.masks import (
     block_magnitude_mask,
     global_magnitude_masks,
@@ -15,50 +27,58 @@ from tfprune.masks import (
     m_by_n_violations,
     magnitude_mask,
 )
-from tfprune.structured import DependencyGraph, prune_filters
+from tfprune.prune import collect_wrappers, prune_low_magnitude, prune_scope, strip_pruning
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tfprune.sparsity import format_sparsity_table
+from tfprune.structured import DependencyGraph, prune_filters
 from tfprune.wrapper import PruneLowMagnitude
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DependencyGraph",
-    "GlobalPruningGroup",
-    "global_pruning",
-    "m_by_n",
-    "m_by_n_report",
-    "summary",
-    "relink_global_pruning",
-    "TFCheckpointWriter",
-    "export",
-    "format_report",
-    "strip_checkpoint",
-    "analysis",
-    "distill",
-    "block_magnitude_mask",
-    "check_m_by_n",
-    "global_magnitude_masks",
-    "m_by_n_mask",
-    "m_by_n_violations",
-    "magnitude_mask",
-    "prune_filters",
-    "structured",
     "ConstantSparsity",
     "ContribSchedule",
+    "DependencyGraph",
+    "GlobalPruningGroup",
+    "LayerHandler",
+    "LayerMaskRule",
+    "MaskRule",
     "PolynomialDecay",
     "PrunableLayer",
     "PruneLowMagnitude",
     "PruningHParams",
     "PruningSchedule",
     "PruningSummaries",
+    "TFCheckpointWriter",
     "UnsupportedLayerError",
     "UpdatePruningStep",
+    "analysis",
+    "block_magnitude_mask",
+    "check_m_by_n",
     "collect_wrappers",
+    "distill",
+    "export",
+    "format_report",
     "format_sparsity_table",
     "get_pruning_hparams",
+    "global_magnitude_masks",
+    "global_pruning",
+    "layers",
+    "m_by_n",
+    "m_by_n_mask",
+    "m_by_n_report",
+    "m_by_n_violations",
+    "magnitude_mask",
     "masks",
+    "prune_filters",
     "prune_low_magnitude",
     "prune_scope",
+    "register_layer",
+    "relink_global_pruning",
+    "sparsity",
     "sparsity_report",
+    "strip_checkpoint",
     "strip_pruning",
+    "structured",
+    "summary",
 ]

@@ -5,23 +5,19 @@ models are followed. Layers without a formula below (activations, pooling, adds,
 
 Example:
     >>> from tfprune import analysis
-    >>> analysis.count_params(model), analysis.count_flops(model)
+    >>> analysis.count_params(model), analysis.count_macs(model)
     >>> print(analysis.comparison_table(model, pruned_model))
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
-import numpy as np
 
-from tfprune.structured.walk import flatten_model
-
-_BaseConv = keras.src.layers.convolutional.base_conv.BaseConv
-_BaseDepthwise = keras.src.layers.convolutional.base_depthwise_conv.BaseDepthwiseConv
-_BaseSeparable = keras.src.layers.convolutional.base_separable_conv.BaseSeparableConv
-_BaseTranspose = keras.src.layers.convolutional.base_conv_transpose.BaseConvTranspose
+from tfprune.keras_graph import flatten_model
+from tfprune.layers import get_handler
 
 
 def count_params(model: keras.Model) -> int:
@@ -34,17 +30,8 @@ def count_params(model: keras.Model) -> int:
     return int(sum(math.prod(w.shape) for w in model.weights))
 
 
-def _prod(values) -> int:
-    if any(v is None for v in values):
-        raise ValueError(
-            f"count_flops needs static shapes, received a dimension of None in {tuple(values)}. "
-            "Fix: build the model on a fixed input size, e.g. keras.Input((224, 224, 3))."
-        )
-    return int(np.prod(values, dtype=np.int64))
-
-
-def layer_macs(layer, input_shape: tuple, output_shape: tuple) -> int:
-    """Multiply-accumulates of one call, per sample.
+def layer_macs(layer: Any, input_shape: tuple, output_shape: tuple) -> int:
+    """Multiply-accumulates of one call, per sample, from the layer's registered handler.
 
     Formulas (channels last; k = prod(kernel_size)):
       * Conv (groups g):        H_out*W_out*C_out * k*C_in/g
@@ -53,27 +40,20 @@ def layer_macs(layer, input_shape: tuple, output_shape: tuple) -> int:
       * ConvTranspose:          H_in*W_in*C_in * k*C_out   (each input pixel scatters a kernel)
       * Dense:                  (leading dims) * C_in*units
       * Batch/LayerNormalization: one MAC per output element (scale and shift fold into one)
-    Biases are not counted.
+    Biases are not counted; other layers count 0 unless their handler says otherwise.
+
+    Example:
+        >>> layer_macs(conv, (None, 8, 8, 3), (None, 6, 6, 4))   # 3888 for a 3x3 Conv2D(4)
     """
-    if isinstance(layer, _BaseSeparable):
-        spatial = _prod(output_shape[1:-1])
-        mid = math.prod(layer.depthwise_kernel.shape[-2:])
-        return spatial * mid * math.prod(layer.kernel_size) + spatial * mid * output_shape[-1]
-    if isinstance(layer, _BaseDepthwise):
-        return _prod(output_shape[1:]) * math.prod(layer.kernel_size)
-    if isinstance(layer, _BaseTranspose):
-        return _prod(input_shape[1:-1]) * math.prod(layer.kernel.shape)
-    if isinstance(layer, _BaseConv):
-        return _prod(output_shape[1:]) * math.prod(layer.kernel.shape[:-1])
-    if isinstance(layer, keras.layers.Dense):
-        return _prod(input_shape[1:-1]) * math.prod(layer.kernel.shape)
-    if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization)):
-        return _prod(output_shape[1:])
-    return 0
+    return int(get_handler(layer).macs(layer, input_shape, output_shape))
 
 
 def per_layer_macs(model: keras.Model) -> dict[str, int]:
-    """MACs per layer name (summed over calls of shared layers)."""
+    """MACs per layer name (summed over calls of shared layers).
+
+    Example:
+        >>> per_layer_macs(model)["conv1"]
+    """
     calls, _, _ = flatten_model(model)
     out: dict[str, int] = {}
     for call in calls:
@@ -83,18 +63,26 @@ def per_layer_macs(model: keras.Model) -> dict[str, int]:
     return out
 
 
-def count_flops(model: keras.Model) -> int:
+def count_macs(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass of one sample (see `layer_macs` for formulas).
 
     Example:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
-        >>> count_flops(m)      # 6*6*4 * 3*3*3 = 3888
+        >>> count_macs(m)      # 6*6*4 * 3*3*3 = 3888
     """
     return int(sum(per_layer_macs(model).values()))
 
 
+count_flops = count_macs  # the earlier name; it always counted MACs
+
+
 def model_stats(model: keras.Model) -> dict[str, int]:
-    return {"params": count_params(model), "macs": count_flops(model)}
+    """`{"params": ..., "macs": ...}` of a model.
+
+    Example:
+        >>> model_stats(model)["macs"]
+    """
+    return {"params": count_params(model), "macs": count_macs(model)}
 
 
 def _human(n: float) -> str:

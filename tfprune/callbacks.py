@@ -13,7 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune.global_pruning import relink_global_pruning
 from tfprune.prune import collect_wrappers
+from tfprune.sparsity import format_sparsity_table, weight_rows
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -40,7 +42,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.wrappers = collect_wrappers(self.model)
-        from tfprune.global_pruning import relink_global_pruning  # noqa: PLC0415  (global mode after loading)
         relink_global_pruning(self.model)
         for wrapper in self.wrappers:
             if wrapper.built and int(keras.ops.convert_to_numpy(wrapper.pruning_step)) < 0:
@@ -52,50 +53,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 wrapper.apply_masks()
 
 
-def _numpy(value: Any) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(value))
-
-
 def sparsity_report(model: keras.layers.Layer) -> list[dict]:
-    """Per pruned weight: layer, weight, shape, size, zeros in the mask, sparsity, threshold, target."""
-    rows = []
-    for wrapper in collect_wrappers(model):
-        if not wrapper.built:
-            continue
-        targets = wrapper.target_sparsities()
-        for label, mask, threshold, target in zip(wrapper.weight_labels, wrapper.masks, wrapper.thresholds, targets):
-            mask_value = _numpy(mask)
-            zeros = int(mask_value.size - np.count_nonzero(mask_value))
-            rows.append(
-                {
-                    "layer": wrapper.layer.name,
-                    "weight": label,
-                    "shape": list(mask_value.shape),
-                    "size": int(mask_value.size),
-                    "zeros": zeros,
-                    "sparsity": zeros / max(mask_value.size, 1),
-                    "threshold": float(_numpy(threshold)),
-                    "target_sparsity": float(_numpy(target)),
-                    "step": int(_numpy(wrapper.pruning_step)),
-                }
-            )
-    return rows
+    """Per pruned weight: layer, weight, shape, size, zeros in the mask, sparsity, threshold, target, step
+    (`tfprune.sparsity.weight_rows` of the wrapped weights).
+
+    Example:
+        >>> [row["sparsity"] for row in sparsity_report(pruned_model)]
+    """
+    return weight_rows(model, wrapped_only=True)
 
 
-def format_sparsity_table(rows: list[dict]) -> str:
-    """A readable per-weight sparsity table with a total line."""
-    header = f"{'layer/weight':<40} {'shape':>18} {'params':>10} {'zeros':>10} {'sparsity':>9}"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        name = f"{row['layer']}/{row['weight']}"
-        lines.append(
-            f"{name:<40} {str(tuple(row['shape'])):>18} {row['size']:>10} {row['zeros']:>10} {row['sparsity']:>8.1%}"
-        )
-    total = sum(r["size"] for r in rows)
-    zeros = sum(r["zeros"] for r in rows)
-    lines.append("-" * len(header))
-    lines.append(f"{'total (pruned weights)':<40} {'':>18} {total:>10} {zeros:>10} {zeros / max(total, 1):>8.1%}")
-    return "\n".join(lines)
+__all__ = ["PruningSummaries", "UpdatePruningStep", "format_sparsity_table", "sparsity_report"]
 
 
 class PruningSummaries(keras.callbacks.Callback):

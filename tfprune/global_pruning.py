@@ -28,33 +28,46 @@ import keras
 import tensorflow as tf
 
 from tfprune import masks as mask_lib
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.keras_graph import find_layers
+from tfprune.mask_rules import MaskRule
+from tfprune.wrapper import PruneLowMagnitude, validate_max_layer_sparsity
 
 
-class GlobalPruningGroup:
-    """Wrappers pruned together; the coordinator's schedule and step drive the updates.
+class GlobalPruningGroup(MaskRule):
+    """The mask rule of wrappers pruned together; the coordinator's schedule and step drive the updates.
 
-    Not a Keras object (not tracked, not saved): it is rebuilt from the wrappers'
-    `global_pruning` / `max_layer_sparsity` config by `relink_global_pruning`.
+    It is every member's `mask_rule`. Not a Keras object (not tracked, not saved): it is rebuilt from
+    the wrappers' `global_pruning` / `max_layer_sparsity` config by `relink_global_pruning`.
+
+    Example:
+        >>> group = relink_global_pruning(model)
+        >>> group.update_masks(group.coordinator, step=100)
     """
 
     def __init__(self, wrappers: list[PruneLowMagnitude], max_layer_sparsity: float | None = None):
         if not wrappers:
             raise ValueError("A global pruning group needs at least one pruning wrapper.")
         self.wrappers = list(wrappers)
-        self.max_layer_sparsity = max_layer_sparsity
+        self.max_layer_sparsity = validate_max_layer_sparsity(max_layer_sparsity)
 
     @property
     def coordinator(self) -> PruneLowMagnitude:
+        """The wrapper whose training call computes the masks of the whole group."""
         return self.wrappers[0]
 
     def members(self) -> list[tuple[PruneLowMagnitude, int]]:
         """(wrapper, weight index) of every pruned weight, in model order."""
         return [(w, i) for w in self.wrappers for i in range(len(w.pruned_weights))]
 
-    def update_masks(self, step: Any, sparsity: Any = None) -> None:
-        """Recomputes every mask of the group now with one global threshold."""
+    def drives(self, wrapper: Any) -> bool:
+        return wrapper is self.coordinator
+
+    def update_masks(self, wrapper: Any = None, step: Any = None, sparsity: Any = None) -> None:
+        """Recomputes every mask of the group now with one global threshold (`sparsity` defaults to
+        the coordinator's schedule at `step`)."""
         coordinator = self.coordinator
+        if isinstance(sparsity, (list, tuple)):
+            sparsity = sparsity[0]
         if sparsity is None:
             sparsity = coordinator.target_sparsities(step)[0]
         members = self.members()
@@ -62,20 +75,22 @@ class GlobalPruningGroup:
             tf.convert_to_tensor(w.pruned_weights[i]) * tf.convert_to_tensor(w.masks[i]) for w, i in members
         ]
         new_masks, _ = mask_lib.global_magnitude_masks(masked, sparsity, self.max_layer_sparsity)
-        for (wrapper, i), value, new_mask in zip(members, masked, new_masks):
-            wrapper.masks[i].assign(new_mask)
+        for (member, i), value, new_mask in zip(members, masked, new_masks):
+            member.masks[i].assign(new_mask)
             # The smallest kept magnitude of this weight: the global threshold for layers
             # below their ceiling, the layer's own cut for layers held at it.
             magnitude = tf.abs(tf.cast(value, tf.float32))
             kept = tf.where(new_mask > 0, magnitude, tf.fill(tf.shape(magnitude), float("inf")))
-            wrapper.thresholds[i].assign(tf.reduce_min(kept))
-            wrapper.pruned_weights[i].assign(value * new_mask)
-        for wrapper in self.wrappers:
-            wrapper.last_update_step.assign(tf.cast(step, tf.int64))
+            member.thresholds[i].assign(tf.reduce_min(kept))
+            member.pruned_weights[i].assign(value * new_mask)
+        for member in self.wrappers:
+            member.last_update_step.assign(tf.cast(step, tf.int64))
 
-    def training_update(self, step: tf.Tensor) -> None:
-        """Called from the coordinator's training call, after it advanced its step."""
+    def training_update(self, wrapper: Any, step: tf.Tensor) -> None:
+        """Runs from the coordinator's training call, after it advanced its step."""
         coordinator = self.coordinator
+        if wrapper is not coordinator:
+            return
         if not all(w.built for w in self.wrappers):
             # Only while a subclassed model is first traced (later layers not built yet);
             # that trace builds the layers and the training function is traced again.
@@ -83,26 +98,22 @@ class GlobalPruningGroup:
         schedule = coordinator.weight_schedules[0]
 
         def update() -> tf.Tensor:
-            self.update_masks(step)
+            self.update_masks(coordinator, step)
             return tf.constant(True)
 
         tf.cond(schedule.should_update(step, coordinator.last_update_step), update, lambda: tf.constant(False))
 
+    def __repr__(self) -> str:
+        return f"GlobalPruningGroup({len(self.wrappers)} wrappers, max_layer_sparsity={self.max_layer_sparsity})"
+
 
 def _global_wrappers(model: Any) -> list[PruneLowMagnitude]:
-    from tfprune.prune import collect_wrappers
-
-    if isinstance(model, (list, tuple)):
-        found = []
-        for item in model:
-            found.extend(collect_wrappers(item))
-    else:
-        found = collect_wrappers(model)
-    return [w for w in found if getattr(w, "global_pruning", False)]
+    return [w for w in find_layers(model, PruneLowMagnitude) if w.global_pruning]
 
 
 def relink_global_pruning(model: Any) -> GlobalPruningGroup | None:
-    """Groups the global-mode wrappers of `model` (a model, a wrapper or a list of them).
+    """Groups the global-mode wrappers of `model` (a model, a wrapper or a list of them): the group
+    becomes the `mask_rule` of each.
 
     Needed after building a model from config (e.g. `keras.models.load_model`); done by
     `UpdatePruningStep.on_train_begin` and by `prune_low_magnitude(..., global_pruning=True)`.
@@ -122,8 +133,7 @@ def relink_global_pruning(model: Any) -> GlobalPruningGroup | None:
         )
     group = GlobalPruningGroup(wrappers, ceilings.pop())
     for wrapper in wrappers:
-        object.__setattr__(wrapper, "_global_group", group)
-        wrapper._external_masks = True
+        wrapper.mask_rule = group
     return group
 
 
@@ -131,54 +141,11 @@ link = relink_global_pruning
 
 
 def global_pruning_group(model: Any) -> GlobalPruningGroup | None:
-    """The group the model's global-mode wrappers belong to (None if not linked)."""
-    wrappers = _global_wrappers(model)
-    return getattr(wrappers[0], "_global_group", None) if wrappers else None
+    """The group the model's global-mode wrappers belong to (None if not linked).
 
-
-def prune_globally(to_prune: Any, params: dict, max_layer_sparsity: float | None = None) -> Any:
-    """Wraps `to_prune` like `prune_low_magnitude` and links its wrappers for global pruning.
-
-    `params` are the checked wrapper arguments of `prune_low_magnitude`. Accepts a
-    Sequential/functional model, a layer or a list of layers (the list is one group).
+    Example:
+        >>> global_pruning_group(model).max_layer_sparsity
     """
-    from tfprune import prune as prune_lib
-
-    params = dict(params)
-    if params.get("sparsity_m_by_n") is not None or tuple(params.get("block_size", (1, 1))) != (1, 1):
-        raise ValueError(
-            "`global_pruning` ranks single weights across layers; it cannot be combined with "
-            "`block_size` or `sparsity_m_by_n`."
-        )
-    if max_layer_sparsity is not None:
-        max_layer_sparsity = float(max_layer_sparsity)
-        if not 0.0 <= max_layer_sparsity <= 1.0:
-            raise ValueError(f"`max_layer_sparsity` must be in [0, 1]; received {max_layer_sparsity!r}.")
-    params["global_pruning"] = True
-    params["max_layer_sparsity"] = max_layer_sparsity
-
-    def wrap(layer: Any) -> Any:
-        if isinstance(layer, PruneLowMagnitude):
-            layer.global_pruning, layer.max_layer_sparsity = True, max_layer_sparsity
-            return layer
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                "`to_prune` must be a keras.layers.Layer, a list of layers, or a Sequential/functional "
-                f"keras.Model; received {type(layer).__name__}."
-            )
-        return PruneLowMagnitude(layer, **params)
-
-    if isinstance(to_prune, (list, tuple)):
-        result: Any = [wrap(layer) for layer in to_prune]
-    elif isinstance(to_prune, keras.Model):
-        if not prune_lib._is_graph_model(to_prune):
-            raise ValueError(
-                f"Model '{to_prune.name}' is a subclassed model, which cannot be cloned layer by layer. "
-                "Wrap its layers inside the model with `tfprune.prune_low_magnitude(layer, global_pruning=True)`; "
-                "`UpdatePruningStep` groups them when training starts."
-            )
-        result = prune_lib._prune_graph_model(to_prune, params)
-    else:
-        result = wrap(to_prune)
-    relink_global_pruning(result)
-    return result
+    wrappers = _global_wrappers(model)
+    rule = wrappers[0].mask_rule if wrappers else None
+    return rule if isinstance(rule, GlobalPruningGroup) else None

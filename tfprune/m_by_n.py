@@ -23,37 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import masks as mask_lib
-from tfprune import registry
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.sparsity import weight_values
 
 
 def _weights_of(model: keras.layers.Layer) -> list[tuple[str, Any]]:
     """(`layer/weight`, value) of every prunable weight, masks applied for wrappers."""
-    found: list[tuple[str, Any]] = []
-    seen: set[int] = set()
-    layers = [model] if isinstance(model, PruneLowMagnitude) else [model] + list(
-        model._flatten_layers(include_self=False, recursive=True)
-    )
-    wrapped: set[int] = set()
-    for layer in layers:
-        if isinstance(layer, PruneLowMagnitude):
-            wrapped.add(id(layer.layer))
-    for layer in layers:
-        if id(layer) in seen or id(layer) in wrapped:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, PruneLowMagnitude):
-            if not layer.built:
-                continue
-            for label, weight, mask in zip(layer.weight_labels, layer.pruned_weights, layer.masks):
-                value = keras.ops.convert_to_numpy(weight) * keras.ops.convert_to_numpy(mask)
-                found.append((f"{layer.layer.name}/{label}", value))
-        elif isinstance(layer, keras.Model) or not layer.built:
-            continue
-        elif registry.is_prunable(layer):
-            for label, variable in registry.prunable_weights(layer):
-                found.append((f"{layer.name}/{label}", keras.ops.convert_to_numpy(variable)))
-    return found
+    return [(f"{layer}/{label}", value) for layer, label, value, _ in weight_values(model)]
 
 
 def check_m_by_n(model_or_weights: Any, m: int, n: int, axis: int | None = None) -> Any:

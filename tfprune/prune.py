@@ -13,67 +13,32 @@ from typing import Any, Iterator
 
 import keras
 
-from tfprune import registry
+from tfprune import layers as layer_registry
+from tfprune.global_pruning import relink_global_pruning
 from tfprune.hparams import PruningHParams, as_hparams
+from tfprune.keras_graph import clone_graph_model, copy_layer, find_layers, is_graph_model
 from tfprune.schedules import PruningSchedule
 from tfprune.wrapper import (
     PruneLowMagnitude,
     validate_block_size,
+    validate_global,
     validate_m_by_n,
+    validate_max_layer_sparsity,
     validate_pooling,
     validate_schedule,
 )
 
 
-def _is_graph_model(model: Any) -> bool:
-    """Sequential and functional models (which can be cloned layer by layer)."""
-    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or (
-        isinstance(model, keras.Model) and getattr(model, "_is_graph_network", False)
-    )
-
-
-def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new layer of the same class and config (weights copied later)."""
-    return layer.__class__.from_config(layer.get_config())
+def _copy_weights(old: keras.layers.Layer, new: keras.layers.Layer) -> None:
+    """Weights of a plain layer into its new copy, or into the layer inside a new wrapper."""
+    if isinstance(new, PruneLowMagnitude) and not isinstance(old, PruneLowMagnitude):
+        new.layer.set_weights(old.get_weights())
+    else:
+        new.set_weights(old.get_weights())
 
 
 def _clone_graph_model(model: keras.Model, transform: Any) -> keras.Model:
-    """Clones a Sequential/functional model, mapping each layer through `transform(layer) -> new layer`,
-    then copies the original weights into every new layer that did not receive them yet."""
-    if not model.built:
-        raise ValueError(
-            f"Model '{model.name}' is not built: give it an `Input` (or call `model.build(input_shape)`) "
-            "before pruning, so that every layer has its weights."
-        )
-    pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, bool]] = []
-
-    def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
-        new_layer, has_weights = transform(layer)
-        pairs.append((layer, new_layer, has_weights))
-        return new_layer
-
-    clone = keras.models.clone_model(model, input_tensors=_fresh_inputs(model), clone_function=clone_function)
-    for old, new, has_weights in pairs:
-        if has_weights:
-            continue
-        if isinstance(new, PruneLowMagnitude) and not isinstance(old, PruneLowMagnitude):
-            new.layer.set_weights(old.get_weights())
-        else:
-            new.set_weights(old.get_weights())
-    return clone  # uncompiled, like keras.models.clone_model
-
-
-def _fresh_inputs(model: keras.Model) -> Any:
-    """New `keras.Input`s that keep the names of a functional model's input layers."""
-    if isinstance(model, keras.Sequential):
-        return None
-    tensors = []
-    for tensor in model.inputs:
-        layer = tensor._keras_history.operation
-        tensors.append(
-            keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, sparse=tensor.sparse, name=layer.name)
-        )
-    return tensors if isinstance(model._inputs_struct, (list, tuple)) else tensors[0]
+    return clone_graph_model(model, transform, copy_weights=_copy_weights)
 
 
 def _check_params(
@@ -125,28 +90,34 @@ def prune_low_magnitude(
     """
     params = _check_params(pruning_schedule, block_size, block_pooling_type, pruning_hparams, sparsity_m_by_n)
     params.update(kwargs)
-    if global_pruning or max_layer_sparsity is not None:
-        from tfprune import global_pruning as global_lib
-
-        return global_lib.prune_globally(to_prune, params, max_layer_sparsity=max_layer_sparsity)
-
+    is_global = bool(global_pruning) or max_layer_sparsity is not None
+    if is_global:
+        validate_global(params["block_size"], params["sparsity_m_by_n"])
+        params.update(global_pruning=True, max_layer_sparsity=validate_max_layer_sparsity(max_layer_sparsity))
     if isinstance(to_prune, (list, tuple)):
-        return [_prune_one(item, params) for item in to_prune]
-    return _prune_one(to_prune, params)
+        result: Any = [_prune_one(item, params) for item in to_prune]
+    else:
+        result = _prune_one(to_prune, params)
+    if is_global:
+        relink_global_pruning(result)  # the list or the model is one group
+    return result
 
 
 def _prune_one(to_prune: Any, params: dict) -> Any:
     """Wraps one layer or clones one model with validated `params`."""
     if isinstance(to_prune, keras.Model):
-        if not _is_graph_model(to_prune):
+        if not is_graph_model(to_prune):
             raise ValueError(
                 f"Model '{to_prune.name}' is a subclassed model, which cannot be cloned layer by layer. "
                 "Wrap its layers inside the model instead: `self.dense = tfprune.prune_low_magnitude("
-                "keras.layers.Dense(10))` in `__init__`."
+                "keras.layers.Dense(10))` in `__init__` (with `global_pruning=True` for global pruning: "
+                "`UpdatePruningStep` groups them when training starts)."
             )
         return _prune_graph_model(to_prune, params)
     if isinstance(to_prune, keras.layers.Layer):
         if isinstance(to_prune, PruneLowMagnitude):
+            if params.get("global_pruning"):
+                to_prune.global_pruning, to_prune.max_layer_sparsity = True, params["max_layer_sparsity"]
             return to_prune
         return PruneLowMagnitude(to_prune, **params)
     raise ValueError(
@@ -160,21 +131,21 @@ def _prune_graph_model(model: keras.Model, params: dict) -> keras.Model:
         layer
         for layer in model.layers
         if not isinstance(layer, (PruneLowMagnitude, keras.Model, keras.layers.InputLayer))
-        and not registry.is_prunable(layer)
-        and not registry.is_pass_through(layer)
+        and not layer_registry.is_prunable(layer)
+        and not layer_registry.is_pass_through(layer)
     ]
     if unsupported:
-        raise registry.UnsupportedLayerError(registry.unsupported_message(unsupported[0]))
+        raise layer_registry.UnsupportedLayerError(layer_registry.unsupported_message(unsupported[0]))
 
     def transform(layer: keras.layers.Layer) -> tuple[keras.layers.Layer, bool]:
-        if isinstance(layer, keras.Model) and _is_graph_model(layer):
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
             return _prune_graph_model(layer, params), True
         if isinstance(layer, PruneLowMagnitude):
             copy = PruneLowMagnitude.from_config(layer.get_config())
             return copy, False
-        if registry.is_prunable(layer):
-            return PruneLowMagnitude(_copy_layer(layer), **params), False
-        return _copy_layer(layer), False
+        if layer_registry.is_prunable(layer):
+            return PruneLowMagnitude(copy_layer(layer), **params), False
+        return copy_layer(layer), False
 
     return _clone_graph_model(model, transform)
 
@@ -202,14 +173,14 @@ def strip_pruning(model: Any) -> Any:
         return _stripped_layer(model)
     if not isinstance(model, keras.Model):
         raise ValueError(f"`strip_pruning` expects a keras.Model or a PruneLowMagnitude; received {type(model).__name__}.")
-    if _is_graph_model(model):
+    if is_graph_model(model):
 
         def transform(layer: keras.layers.Layer) -> tuple[keras.layers.Layer, bool]:
             if isinstance(layer, PruneLowMagnitude):
                 return _stripped_layer(layer), True
-            if isinstance(layer, keras.Model) and _is_graph_model(layer):
+            if isinstance(layer, keras.Model) and is_graph_model(layer):
                 return strip_pruning(layer), True
-            return _copy_layer(layer), False
+            return copy_layer(layer), False
 
         return _clone_graph_model(model, transform)
     _strip_in_place(model)
@@ -272,14 +243,11 @@ def prune_scope() -> Iterator[None]:
         yield
 
 
-def collect_wrappers(model: keras.layers.Layer) -> list[PruneLowMagnitude]:
-    """All `PruneLowMagnitude` wrappers in a model, nested and subclassed models included."""
-    if isinstance(model, PruneLowMagnitude):
-        return [model]
-    found: list[PruneLowMagnitude] = []
-    seen: set[int] = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, PruneLowMagnitude) and id(layer) not in seen:
-            seen.add(id(layer))
-            found.append(layer)
-    return found
+def collect_wrappers(model: Any) -> list[PruneLowMagnitude]:
+    """All `PruneLowMagnitude` wrappers in a model (nested and subclassed models included), a wrapper,
+    or a list of them.
+
+    Example:
+        >>> [w.layer.name for w in collect_wrappers(pruned_model)]
+    """
+    return find_layers(model, PruneLowMagnitude)

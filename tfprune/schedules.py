@@ -177,24 +177,51 @@ class PolynomialDecay(PruningSchedule):
 
 
 def serialize(schedule: PruningSchedule) -> dict:
-    """Serializes a schedule to a plain dict (`{"class_name", "config"}`)."""
-    return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+    """Serializes a schedule through Keras (`keras.saving.serialize_keras_object`).
+
+    Built-in and user schedules registered with `@keras.saving.register_keras_serializable()` reload
+    with `deserialize`, also inside a saved model.
+
+    Example:
+        >>> deserialize(serialize(ConstantSparsity(0.5, 0)))   # ConstantSparsity(target_sparsity=0.5, ...)
+    """
+    return keras.saving.serialize_keras_object(schedule)
 
 
 _BUILTIN = {"ConstantSparsity": ConstantSparsity, "PolynomialDecay": PolynomialDecay}
 
 
-def deserialize(config: dict) -> PruningSchedule:
-    """Inverse of `serialize`; custom schedules resolve through Keras' registry."""
+def _unknown(name: Any) -> ValueError:
+    return ValueError(
+        f"Unknown pruning schedule {name!r}. Fix: decorate its class with "
+        "`@keras.saving.register_keras_serializable()` and import the module that defines it before loading."
+    )
+
+
+def deserialize(config: dict | PruningSchedule) -> PruningSchedule:
+    """Inverse of `serialize`: a schedule from its Keras serialization (or the earlier
+    `{"class_name", "config"}` form, resolved by class name).
+
+    Example:
+        >>> deserialize({"class_name": "ConstantSparsity", "config": {"target_sparsity": 0.5, "begin_step": 0}})
+    """
     if isinstance(config, PruningSchedule):
         return config
-    name = config.get("class_name")
-    cls = _BUILTIN.get(name) or keras.saving.get_registered_object(name) or keras.saving.get_registered_object(
-        f"tfprune>{name}"
-    )
-    if cls is None:
-        raise ValueError(
-            f"Unknown pruning schedule {name!r}: register it with "
-            "`@keras.saving.register_keras_serializable()` before loading."
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(f"A serialized pruning schedule is a dict with a 'class_name'; received {config!r}.")
+    name = config["class_name"]
+    if "registered_name" in config or "module" in config:
+        try:
+            schedule = keras.saving.deserialize_keras_object(config)
+        except (TypeError, ValueError, ImportError, AttributeError) as err:
+            raise _unknown(config.get("registered_name", name)) from err
+    else:
+        cls = _BUILTIN.get(name) or keras.saving.get_registered_object(name) or keras.saving.get_registered_object(
+            f"tfprune>{name}"
         )
-    return cls.from_config(config["config"])
+        if cls is None:
+            raise _unknown(name)
+        schedule = cls.from_config(config.get("config") or {})
+    if not isinstance(schedule, PruningSchedule):
+        raise ValueError(f"{name!r} is not a tfprune.PruningSchedule (received {type(schedule).__name__}).")
+    return schedule

@@ -7,7 +7,7 @@ Example:
 
 A wrapped model (saved during pruning) is read from its masks, exactly like
 `tfprune.sparsity_report`; a plain or stripped model from the zeros of its prunable weights
-(`tfprune.registry.prunable_weights`). A log directory gives, per run (directory holding event
+(`tfprune.layers.prunable_weights`). A log directory gives, per run (directory holding event
 files), the last logged `<layer>/<weight>/sparsity`, `.../threshold`, `.../target_sparsity` and
 `model/sparsity`, `model/target_sparsity`.
 """
@@ -68,39 +68,11 @@ def summarize(path: str) -> dict:
 
 
 def _model_rows(model: Any) -> tuple[str, list[dict]]:
-    import keras
-
-    from tfprune.callbacks import sparsity_report
     from tfprune.prune import collect_wrappers
-    from tfprune.registry import is_prunable, prunable_weights
+    from tfprune.sparsity import weight_rows
 
-    if collect_wrappers(model):
-        return "wrapped_model", sparsity_report(model)
-    rows = []
-    layers = model._flatten_layers(include_self=False, recursive=True) if isinstance(model, keras.Model) else [model]
-    seen: set[int] = set()
-    for layer in layers:
-        if id(layer) in seen or not layer.built or not is_prunable(layer):
-            continue
-        seen.add(id(layer))
-        for label, variable in prunable_weights(layer):
-            value = np.asarray(keras.ops.convert_to_numpy(variable))
-            zeros = int(value.size - np.count_nonzero(value))
-            rows.append({
-                "layer": layer.name,
-                "weight": label,
-                "shape": list(value.shape),
-                "size": int(value.size),
-                "zeros": zeros,
-                "sparsity": zeros / max(value.size, 1),
-            })
-    return "model", rows
-
-
-def _totals(rows: list[dict]) -> dict:
-    size = sum(r["size"] for r in rows)
-    zeros = sum(r["zeros"] for r in rows)
-    return {"size": size, "zeros": zeros, "sparsity": zeros / max(size, 1)}
+    wrapped = bool(collect_wrappers(model))
+    return ("wrapped_model" if wrapped else "model"), weight_rows(model, wrapped_only=wrapped)
 
 
 def summarize_model(path: str) -> dict:
@@ -108,7 +80,7 @@ def summarize_model(path: str) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    import tfprune  # noqa: F401  (registers the wrapper classes for loading)
+    import tfprune.serialization  # noqa: F401  (registers the wrapper classes for loading)
 
     if not zipfile.is_zipfile(path):
         raise SummaryFailure(
@@ -122,8 +94,10 @@ def summarize_model(path: str) -> dict:
             f"cannot load {path!r} ({first_line(err)}). Fix: pass an intact .keras file saved by Keras 3 "
             "(custom layers must be importable)."
         ) from None
+    from tfprune.sparsity import totals
+
     kind, rows = _model_rows(model)
-    return {"path": path, "kind": kind, "rows": rows, "totals": _totals(rows)}
+    return {"path": path, "kind": kind, "rows": rows, "totals": totals(rows)}
 
 
 def _event_files(log_dir: str) -> dict[str, list[str]]:
@@ -207,7 +181,7 @@ def _fmt(value: Any, percent: bool = False) -> str:
 
 def format_summary(summary: dict) -> str:
     """The summary as text tables."""
-    from tfprune.callbacks import format_sparsity_table
+    from tfprune.sparsity import format_sparsity_table
 
     if summary["kind"] != "logdir":
         what = "pruning wrappers (from masks)" if summary["kind"] == "wrapped_model" else "zeros of the prunable weights"

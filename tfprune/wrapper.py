@@ -18,9 +18,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfprune import masks as mask_lib
-from tfprune import registry
+from tfprune import layers as layer_registry
 from tfprune.hparams import PruningHParams, as_hparams
+from tfprune.mask_rules import LayerMaskRule, MaskRule
 from tfprune.schedules import ConstantSparsity, PruningSchedule, deserialize, serialize
 
 MISSING_CALLBACK_MESSAGE = (
@@ -81,6 +81,44 @@ def validate_m_by_n(m_by_n: Any) -> tuple[int, int] | None:
     return m, n
 
 
+def validate_max_layer_sparsity(value: Any) -> float | None:
+    """`value` as a float in [0, 1] (or None), else a ValueError naming the range."""
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`max_layer_sparsity` must be a number in [0, 1]; received {value!r}.") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`max_layer_sparsity` must be in [0, 1]; received {value!r}.")
+    return value
+
+
+def validate_global(block_size: Any, sparsity_m_by_n: Any) -> None:
+    """Global pruning ranks single weights: no blocks, no M-by-N."""
+    if sparsity_m_by_n is not None or tuple(block_size) != (1, 1):
+        raise ValueError(
+            "`global_pruning` ranks single weights across layers; it cannot be combined with "
+            "`block_size` or `sparsity_m_by_n`."
+        )
+
+
+class UnlinkedGlobalRule(MaskRule):
+    """The rule of a global-mode wrapper before `relink_global_pruning` grouped it: training fails loudly."""
+
+    def drives(self, wrapper: Any) -> bool:
+        return True
+
+    def training_update(self, wrapper: Any, step: tf.Tensor) -> None:
+        raise ValueError(
+            f"Wrapper '{wrapper.name}' prunes globally but is not linked to its group: add "
+            "`tfprune.UpdatePruningStep()` to the callbacks of `fit`, or call "
+            "`tfprune.relink_global_pruning(model)` before a custom training loop."
+        )
+
+    update_masks = training_update
+
+
 def _once_for_all_replicas(fn: Any) -> None:
     """Runs `fn` (a conditional mask update) once, in cross-replica context, under a
     `tf.distribute` strategy: assigning mirrored variables inside `tf.cond` in replica
@@ -118,8 +156,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(f"Layer '{layer.layer.name}' is already wrapped for pruning; wrap it only once.")
-        if not registry.is_prunable(layer):
-            raise registry.UnsupportedLayerError(registry.unsupported_message(layer))
+        if not layer_registry.is_prunable(layer):
+            raise layer_registry.UnsupportedLayerError(layer_registry.unsupported_message(layer))
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         kwargs["autocast"] = False  # weights and masks are read in their own dtype
         super().__init__(layer, **kwargs)
@@ -131,18 +169,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if self.sparsity_m_by_n and self.block_size != (1, 1):
             raise ValueError("`sparsity_m_by_n` cannot be combined with `block_size`; choose one structure.")
         self.global_pruning = bool(global_pruning) or max_layer_sparsity is not None
-        if max_layer_sparsity is not None:
-            max_layer_sparsity = float(max_layer_sparsity)
-            if not 0.0 <= max_layer_sparsity <= 1.0:
-                raise ValueError(f"`max_layer_sparsity` must be in [0, 1]; received {max_layer_sparsity!r}.")
-        self.max_layer_sparsity = max_layer_sparsity
-        if self.global_pruning and (self.sparsity_m_by_n is not None or self.block_size != (1, 1)):
-            raise ValueError(
-                "`global_pruning` ranks single weights across layers; it cannot be combined with "
-                "`block_size` or `sparsity_m_by_n`."
-            )
-        # Global pruning: masks are set by the group's coordinator (see tfprune.global_pruning).
-        self._external_masks = self.global_pruning
+        self.max_layer_sparsity = validate_max_layer_sparsity(max_layer_sparsity)
+        if self.global_pruning:
+            validate_global(self.block_size, self.sparsity_m_by_n)
+        # The strategy that updates the masks (tfprune.mask_rules). Global pruning: a
+        # tfprune.global_pruning.GlobalPruningGroup, set by relink_global_pruning.
+        self.mask_rule: MaskRule = UnlinkedGlobalRule() if self.global_pruning else LayerMaskRule()
 
     # Building -------------------------------------------------------------------------
     def build(self, input_shape: Any = None) -> None:
@@ -151,7 +183,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 self.layer.build(input_shape, input_shape)
             else:
                 self.layer.build(input_shape)
-        pairs = registry.prunable_weights(self.layer)
+        pairs = layer_registry.prunable_weights(self.layer)
         self.weight_labels = [label for label, _ in pairs]
         self.pruned_weights = [variable for _, variable in pairs]
         self.masks, self.thresholds = [], []
@@ -222,59 +254,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         step = self.pruning_step if step is None else step
         return [schedule(step)[1] for schedule in self.weight_schedules]
 
-    def _compute_mask(self, index: int, weight: tf.Tensor, sparsity: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        if self.sparsity_m_by_n is not None:
-            m, n = self.sparsity_m_by_n
-            mask = mask_lib.m_by_n_mask(weight, m, n)
-            return mask, tf.constant(0.0, tf.float32)
-        block = self.weight_blocks[index]
-        if block != (1, 1):
-            return mask_lib.block_magnitude_mask(weight, sparsity, block_size=block, pooling=self.weight_pooling)
-        mask, threshold = mask_lib.magnitude_mask(weight, sparsity)
-        if self.threshold_decay > 0:
-            decay = self.threshold_decay
-            threshold = decay * self.thresholds[index] + (1.0 - decay) * threshold
-            mask = tf.cast(tf.abs(tf.cast(weight, tf.float32)) >= threshold, weight.dtype)
-        return mask, threshold
-
     def update_masks(self, step: Any, sparsities: list[Any] | None = None) -> None:
-        """Recomputes every mask now (no schedule check) and zeroes pruned weights."""
-        sparsities = self.target_sparsities(step) if sparsities is None else sparsities
-        for index, (weight, mask, threshold) in enumerate(zip(self.pruned_weights, self.masks, self.thresholds)):
-            masked = tf.convert_to_tensor(weight) * tf.convert_to_tensor(mask)
-            new_mask, new_threshold = self._compute_mask(index, masked, sparsities[index])
-            mask.assign(new_mask)
-            threshold.assign(tf.cast(new_threshold, tf.float32))
-            weight.assign(masked * new_mask)
-        self.last_update_step.assign(tf.cast(step, tf.int64))
-
-    def should_update(self, step: Any) -> tf.Tensor:
-        """Whether the schedule asks for a mask update at `step`."""
-        if self.sparsity_m_by_n is not None:
-            # M-by-N masks are fixed once, at the first training step.
-            return tf.equal(tf.cast(step, tf.int64), 1)
-        return self.weight_schedules[0].should_update(step, self.last_update_step)
+        """Recomputes every mask now through `mask_rule` (no schedule check) and zeroes pruned weights."""
+        self.mask_rule.update_masks(self, step, sparsities)
 
     def _training_update(self) -> None:
         self.pruning_step.assign_add(1)
         step = tf.convert_to_tensor(self.pruning_step)
         tf.debugging.assert_greater_equal(step, tf.constant(1, tf.int64), message=MISSING_CALLBACK_MESSAGE)
-        if getattr(self, "_external_masks", False):
-            group = getattr(self, "_global_group", None)
-            if group is not None and group.coordinator is self:
-                _once_for_all_replicas(lambda: group.training_update(tf.convert_to_tensor(self.pruning_step)))
-            return  # masks are set by a model-level pruner (global pruning)
-
-        def maybe_update() -> None:
-            current = tf.convert_to_tensor(self.pruning_step)
-
-            def update() -> tf.Tensor:
-                self.update_masks(current)
-                return tf.constant(True)
-
-            tf.cond(self.should_update(current), update, lambda: tf.constant(False))
-
-        _once_for_all_replicas(maybe_update)
+        rule = self.mask_rule
+        if rule.drives(self):
+            _once_for_all_replicas(lambda: rule.training_update(self, tf.convert_to_tensor(self.pruning_step)))
 
     def apply_masks(self) -> None:
         """Zeroes the stored weights at pruned positions (`weight = weight * mask`)."""

@@ -14,7 +14,7 @@ Then the time to analyse and prune ResNet50 (224x224) is measured.
 
 Width probe (`--width_probe`, default on), run before the models: in every runtime configuration
 and at batch 1 and 32, six 3x3 Conv2D(c -> c, same padding, ReLU) at 32x32xc for c = 8, 16, 32, 64,
-timed alternately; reported as throughput in GMAC/s (`tfprune.analysis.count_flops` x batch / the
+timed alternately; reported as throughput in GMAC/s (`tfprune.analysis.count_macs` x batch / the
 median latency), with the throughput ratio of 8- to 16-channel layers. Narrow layers use only part
 of the SIMD vector width, so a pruned model's latency falls less than its MACs.
 
@@ -197,7 +197,7 @@ def args_configs(args) -> list[dict]:
 
 def bench_model(name: str, build: Callable[[], keras.Model], ratios: Sequence[float], args) -> list[dict]:
     model = build()
-    base = {"params": analysis.count_params(model), "macs": analysis.count_flops(model)}
+    base = {"params": analysis.count_params(model), "macs": analysis.count_macs(model)}
     settings = [(ratio, round_to) for round_to in args.round_to for ratio in ratios]
     pruned_models = [prune_filters(model, pruning_ratio=ratio, importance=args.importance, round_to=round_to)
                      for ratio, round_to in settings]
@@ -261,7 +261,7 @@ def width_probe(configs: list[dict], repeats: int, stat: str = "median", channel
     channels = tuple(channels or WIDTH_PROBE_CHANNELS)
     layers, size = layers or WIDTH_PROBE_LAYERS, size or WIDTH_PROBE_SIZE
     models = [conv_stack(c, layers, size) for c in channels]
-    macs = [analysis.count_flops(m) for m in models]
+    macs = [analysis.count_macs(m) for m in models]
     flatbuffers = [tflite_model(m) for m in models] if any(c["runtime"] == "tflite" for c in configs) else None
     out = []
     for config in configs:

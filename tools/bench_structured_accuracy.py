@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
             "accuracy_min": round(min(accs), 4), "accuracy_max": round(max(accs), 4),
             "drop_points": round(100 * (dense_acc - statistics.mean(accs)), 2),
             "channels_removed": round(1 - channels(model) / dense_channels, 3),
-            "params": analysis.count_params(model), "macs": analysis.count_flops(model),
+            "params": analysis.count_params(model), "macs": analysis.count_macs(model),
             "ms_b1": round(latency[1][i], 3), "ms_b32": round(latency[32][i], 3),
             "extra_epochs": first[name]["extra_epochs"],
             "train_seconds": round(statistics.mean(rows[name]["seconds"] for rows in per_seed), 1),

@@ -138,7 +138,7 @@ def load_checkpoint(choice: CheckpointChoice) -> Any:
     import keras
     import tensorflow as tf
 
-    import tfprune  # noqa: F401 - registers PruneLowMagnitude for deserialization
+    import tfprune.serialization  # noqa: F401 - registers PruneLowMagnitude for deserialization
 
     if choice.kind == "keras":
         try:
@@ -208,7 +208,7 @@ class TFCheckpointWriter(_callback_base()):
         self._ensure_manager()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        from tfprune import collect_wrappers
+        from tfprune.prune import collect_wrappers
 
         for wrapper in collect_wrappers(self.model):
             if wrapper.built:

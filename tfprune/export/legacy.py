@@ -64,7 +64,7 @@ for layer in walk(model):
         zeros = int(value.size - np.count_nonzero(value))
         label = weight.name.split("/")[-1].split(":")[0]
         rows.append({"layer": inner.name, "weight": label, "shape": list(value.shape),
-                     "parameters": int(value.size), "zeros": zeros, "sparsity": zeros / max(value.size, 1)})
+                     "size": int(value.size), "zeros": zeros, "sparsity": zeros / max(value.size, 1)})
 warnings_out = []
 if not wrapped:
     warnings_out.append("the checkpoint has no pruning wrappers: it is exported unchanged and no weight is "

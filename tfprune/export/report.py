@@ -6,7 +6,7 @@ Example:
 
 from __future__ import annotations
 
-from tfprune.callbacks import format_sparsity_table
+from tfprune.sparsity import format_sparsity_table
 
 
 def _bytes(n: int) -> str:
@@ -22,7 +22,7 @@ def format_report(report: dict) -> str:
     for warning in report.get("warnings", []):
         lines.append(f"warning: {warning}")
     lines.append("")
-    lines.append(format_sparsity_table([dict(row, size=row["parameters"]) for row in report["weights"]]))
+    lines.append(format_sparsity_table(report["weights"]))
     lines.append("")
     lines.append(f"{'size':<30} {'raw':>14} {'zip':>14} {'gzip':>14}")
     lines.append(f"{'checkpoint':<30} {_bytes(ck['bytes']):>14} {'':>14} {'':>14}")

@@ -11,40 +11,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from tfprune.export.errors import ExportUsageError
+from tfprune.sparsity import totals
 
 PRUNING_VARIABLE_SUFFIXES = ("_mask", "_threshold", "pruning_step", "last_update_step")
 
 
 def weight_rows(model: Any) -> list[dict]:
-    """Per pruned weight, from the masked values: layer, weight, shape, parameters, zeros, sparsity."""
-    import keras
+    """Per pruned weight (`tfprune.sparsity` rows): layer, weight, shape, size, zeros, sparsity."""
+    from tfprune.sparsity import weight_rows as rows_of
 
-    from tfprune.prune import collect_wrappers
-
-    rows = []
-    for wrapper in collect_wrappers(model):
-        if not wrapper.built:
-            continue
-        for label, weight, mask in zip(wrapper.weight_labels, wrapper.pruned_weights, wrapper.masks):
-            value = np.asarray(keras.ops.convert_to_numpy(weight)) * np.asarray(keras.ops.convert_to_numpy(mask))
-            zeros = int(value.size - np.count_nonzero(value))
-            rows.append(
-                {
-                    "layer": wrapper.layer.name,
-                    "weight": label,
-                    "shape": list(value.shape),
-                    "parameters": int(value.size),
-                    "zeros": zeros,
-                    "sparsity": zeros / max(value.size, 1),
-                }
-            )
-    return rows
-
-
-def totals(rows: Sequence[dict]) -> dict:
-    parameters = sum(r["parameters"] for r in rows)
-    zeros = sum(r["zeros"] for r in rows)
-    return {"parameters": parameters, "zeros": zeros, "sparsity": zeros / max(parameters, 1)}
+    return rows_of(model, wrapped_only=True)
 
 
 def pruning_variables(model: Any) -> list[str]:

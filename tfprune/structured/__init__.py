@@ -16,14 +16,8 @@ Example:
 """
 
 from tfprune.structured.graph import DependencyGraph, Group
-from tfprune.structured.handlers import (
-    LayerHandler,
-    PassThrough,
-    PerChannel,
-    Unsupported,
-    register_handler,
-    supported_layer_classes,
-)
+from tfprune.layers import LayerHandler, PassThrough, PerChannel, Unsupported, supported_layer_classes
+from tfprune.layers import register_layer as register_handler
 from tfprune.structured.importance import (
     BNScaleImportance,
     FilterSketchImportance,
@@ -38,7 +32,7 @@ from tfprune.structured import verify
 from tfprune.structured.finetune import compile_like
 from tfprune.structured.fold import find_foldable, fold_batchnorm
 from tfprune.structured.iterative import iterative_prune
-from tfprune.structured.layers import PrunedLayerNormalization, PrunedRMSNormalization
+from tfprune.layers.pruned_normalization import PrunedLayerNormalization, PrunedRMSNormalization
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import prune_filters, rebuild
 from tfprune.structured.report import PruningReport

@@ -16,10 +16,12 @@ Rules (anything else is copied unchanged; a layer that cannot be folded is never
 Nested Sequential/functional models are followed: pairs that lie inside one nested model are
 folded there (the nested model is rebuilt). A pair split across a model boundary (a nested model
 ending in a conv, followed by a BatchNormalization outside it) is left as it is. Subclassed models
-and layers without a usable config are reused as they are.
+are refused.
 
 The result is a plain Keras model (saves as `.keras`, loads without custom objects); it computes
 the original model's `training=False` outputs. Do not train it: the statistics are baked in.
+A layer that cannot be re-created from its config raises `keras_graph.LayerRebuildError` (naming
+the layer and the fix) rather than being shared with the original model.
 
 Example:
     >>> model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
@@ -35,49 +37,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfprune.structured.walk import as_functional
-
-_BaseConv = keras.src.layers.convolutional.base_conv.BaseConv
-_BaseDepthwise = keras.src.layers.convolutional.base_depthwise_conv.BaseDepthwiseConv
-_BaseSeparable = keras.src.layers.convolutional.base_separable_conv.BaseSeparableConv
-_FOLDABLE = (_BaseConv, _BaseDepthwise, _BaseSeparable, keras.layers.Dense)
+from tfprune.keras_graph import as_functional, call_counts, copy_layer, functional_graphs
+from tfprune.layers import get_handler
 
 
-def _graphs(model: keras.Model) -> list[Any]:
-    """Every distinct functional graph reachable from `model` (nested models included), each once."""
-    found, stack, seen = [], [model], set()
-    while stack:
-        graph = as_functional(stack.pop())
-        if graph is None or id(graph) in seen:
-            continue
-        seen.add(id(graph))
-        found.append(graph)
-        for depth_nodes in graph._nodes_by_depth.values():
-            for node in depth_nodes:
-                if node.operation is not None and not node.is_input and as_functional(node.operation) is not None:
-                    stack.append(node.operation)
-    return found
-
-
-def _call_counts(model: keras.Model) -> dict[int, int]:
-    """How many times each layer is called over all graphs of `model` (a nested model counts once)."""
-    counts: dict[int, int] = {}
-    for graph in _graphs(model):
-        for depth_nodes in graph._nodes_by_depth.values():
-            for node in depth_nodes:
-                if node.operation is not None and not node.is_input:
-                    counts[id(node.operation)] = counts.get(id(node.operation), 0) + 1
-    return counts
-
-
-def _producer_ok(layer) -> bool:
-    if not isinstance(layer, _FOLDABLE) or not layer.built:
-        return False
-    if getattr(layer, "activation", None) not in (None, keras.activations.linear):
-        return False
-    if getattr(layer, "quantization_mode", None) is not None or getattr(layer, "lora_enabled", False):
-        return False
-    return all(w.dtype in ("float16", "bfloat16", "float32", "float64") for w in layer.weights)
+def _producer_ok(layer: Any) -> bool:
+    return get_handler(layer).can_fold_batchnorm(layer)
 
 
 def _bn_axis_matches(producer, bn, rank: int) -> bool:
@@ -94,9 +59,9 @@ def find_foldable(model: keras.Model) -> dict[int, tuple[Any, Any]]:
     Example:
         >>> [(p.name, bn.name) for p, bn in find_foldable(model).values()][:2]
     """
-    counts = _call_counts(model)
+    counts = call_counts(model)
     pairs: dict[int, tuple[Any, Any]] = {}
-    for graph in _graphs(model):
+    for graph in functional_graphs(model):
         consumers: dict[int, int] = {}
         for depth_nodes in graph._nodes_by_depth.values():
             for node in depth_nodes:
@@ -137,37 +102,15 @@ def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
     return scale, beta - mean * scale
 
 
-def _folded_weights(producer, bn) -> list[np.ndarray]:
+def _folded_weights(producer: Any, bn: Any) -> list[np.ndarray]:
     """The weights of the producer rebuilt with use_bias=True, with `bn` merged in."""
     scale, shift = _bn_affine(bn)
-    bias = producer.bias.numpy().astype(np.float64) if producer.use_bias else np.zeros_like(scale)
-    new_bias = bias * scale + shift
-    if isinstance(producer, _BaseSeparable):
-        depthwise = producer.depthwise_kernel.numpy()
-        pointwise = producer.pointwise_kernel.numpy().astype(np.float64) * scale
-        return [depthwise, pointwise, new_bias]
-    if isinstance(producer, _BaseDepthwise):
-        kernel = producer.kernel.numpy().astype(np.float64)
-        shape = kernel.shape  # (..., in_channels, depth_multiplier); channel c*m + k is [..., c, k]
-        kernel = kernel * scale.reshape(shape[-2:])
-        return [kernel, new_bias]
-    # Conv (incl. groups) and Dense: output channels are the kernel's last axis
-    return [producer.kernel.numpy().astype(np.float64) * scale, new_bias]
-
-
-def _recreatable(layer) -> bool:
-    try:
-        config = layer.get_config()
-        config["use_bias"] = True
-        layer.__class__.from_config(config)
-    except Exception:
-        return False
-    return True
+    return get_handler(producer).fold_batchnorm(producer, scale, shift)
 
 
 class _Folder:
     def __init__(self, model: keras.Model):
-        self.pairs = {key: pair for key, pair in find_foldable(model).items() if _recreatable(pair[0])}
+        self.pairs = find_foldable(model)
         self.folded_bns = {id(bn) for _, bn in self.pairs.values()}
         self.copies: list[tuple[Any, Any]] = []  # (old layer, new layer) whose weights must be set
         self.models: dict[int, keras.Model] = {}
@@ -182,10 +125,7 @@ class _Folder:
         config = layer.get_config()
         if id(layer) in self.pairs:
             config["use_bias"] = True
-        try:
-            new = layer.__class__.from_config(config)
-        except Exception:  # a layer that cannot be re-created from its config is reused as is
-            return layer
+        new = copy_layer(layer, config)
         self.copies.append((layer, new))
         return new
 

@@ -25,8 +25,8 @@ from typing import Any, Hashable, Iterable
 import keras
 import numpy as np
 
-from tfprune.structured import handlers as handlers_lib
-from tfprune.structured.walk import Call, flatten_model
+from tfprune import layers as handlers_lib
+from tfprune.keras_graph import Call, flatten_model
 
 
 class UnionFind:
@@ -106,7 +106,7 @@ class DependencyGraph:
         ignored_layers: layers (or names) whose output channels must not change (their inputs
             still shrink with the layers that feed them).
         layer_norm: how LayerNormalization/RMSNormalization over channels is pruned: 'exact' (its
-            statistics keep counting the removed channels as zeros, see structured.layers),
+            statistics keep counting the removed channels as zeros, see structured.PrunedLayerNormalization),
             'approximate' (a plain layer over the kept channels) or 'keep' (its channels stay).
 
     Example:

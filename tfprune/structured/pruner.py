@@ -17,7 +17,7 @@ from tfprune.structured.graph import DependencyGraph
 from tfprune.structured.importance import Importance, get_importance
 from tfprune.structured.planner import plan
 from tfprune.structured.report import GroupReport, LayerReport, PruningReport
-from tfprune.structured.walk import iter_layers
+from tfprune.keras_graph import copy_layer, iter_layers
 
 
 def _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict) -> None:
@@ -69,10 +69,7 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
             config = rec.handler.new_config(rec, config, keeper(rec))
             new = rec.handler.new_layer(rec, layer, config)
         else:
-            try:
-                new = layer.__class__.from_config(config)
-            except Exception:  # a layer that cannot be re-created from its config is reused as is
-                new = layer
+            new = copy_layer(layer, config)
         new_layers[id(layer)] = new
         return new
 
@@ -163,7 +160,7 @@ def prune_filters(
         ignored_layers: layers (or names) whose output channels must not change.
         example_inputs: a data batch, x or (x, y); needed by 'taylor'.
         layer_norm: LayerNormalization/RMSNormalization over pruned channels: 'exact' (default;
-            becomes `structured.layers.PrunedLayerNormalization`, whose statistics still count the
+            becomes `structured.PrunedLayerNormalization`, whose statistics still count the
             removed channels as zeros, so the pruned model stays exact; loading the saved model
             needs tfprune imported), 'approximate' (a plain Keras layer over the kept channels only)
             or 'keep' (the channels such a layer normalises are not pruned).
@@ -216,6 +213,6 @@ def make_report(model, pruned, graph, removed, decisions, criterion, global_prun
 
 def _macs(analysis, model) -> int:
     try:
-        return analysis.count_flops(model)
+        return analysis.count_macs(model)
     except ValueError:  # dynamic shapes: MACs are not defined
         return -1

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import keras
 import numpy as np
 
-from tfprune.structured.walk import iter_layers
+from tfprune.keras_graph import iter_layers
 
 
 def _check_strength(strength: Any) -> float:

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from tfprune.structured.graph import DependencyGraph
-from tfprune.structured.handlers import check_layer_norm_mode
+from tfprune.layers import check_layer_norm_mode
 from tfprune.structured.importance import Importance, get_importance
 from tfprune.structured.planner import plan
 from tfprune.structured.pruner import _validate, make_report, rebuild

@@ -1,0 +1,98 @@
+"""The layer registry: everything tfprune knows about each layer type, found by one lookup rule.
+
+Each module here describes one family of built-in layers with a `LayerHandler` and registers it;
+`registry` holds the table (exact class first, then the class hierarchy). A custom layer joins with
+one call, `tfprune.register_layer(MyLayer, handler)`, and gets every capability its handler declares:
+magnitude-prunable weights, MACs, dependency-graph tracing and rebuild, zeroing for verification and
+BatchNormalization folding.
+
+Example:
+    >>> class Scale(keras.layers.Layer): ...          # per-channel multiplier on the last axis
+    >>> tfprune.register_layer(Scale, tfprune.layers.PerChannel())
+    >>> tfprune.layers.get_handler(Scale()).keeps_weights    # True
+"""
+
+from tfprune.layers.base import (
+    ELEMENTWISE_ACTIVATIONS,
+    LayerHandler,
+    PrunableLayer,
+    Unknown,
+    Unsupported,
+    UnsupportedLayerError,
+    activation_name,
+    check_channels_last,
+    static_shape,
+)
+from tfprune.layers.registry import (
+    get_handler,
+    is_pass_through,
+    is_prunable,
+    lookup,
+    prunable_weights,
+    register_layer,
+    registered_classes,
+    supported_layer_classes,
+    unsupported_message,
+)
+from tfprune.layers.passthrough import PassThrough, PerChannel
+from tfprune.layers.conv import Conv, ConvTranspose, Depthwise, Separable
+from tfprune.layers.dense import DenseHandler, EinsumDenseHandler
+from tfprune.layers.embedding import EmbeddingHandler
+from tfprune.layers.normalization import (
+    LAYER_NORM_MODES,
+    BatchNormalizationHandler,
+    ChannelNormalization,
+    KeepsWeights,
+    LayerScaleHandler,
+    check_layer_norm_mode,
+)
+from tfprune.layers.merge import ConcatenateHandler, Merge
+from tfprune.layers.reshape import FlattenHandler, ReshapeHandler
+from tfprune.layers.recurrent import GenericRNNHandler, RecurrentHandler
+from tfprune.layers.attention import MultiHeadAttentionHandler
+from tfprune.layers.pruned_normalization import PrunedLayerNormalization, PrunedRMSNormalization
+
+__all__ = [
+    "BatchNormalizationHandler",
+    "ChannelNormalization",
+    "ConcatenateHandler",
+    "Conv",
+    "ConvTranspose",
+    "DenseHandler",
+    "Depthwise",
+    "ELEMENTWISE_ACTIVATIONS",
+    "EinsumDenseHandler",
+    "EmbeddingHandler",
+    "FlattenHandler",
+    "GenericRNNHandler",
+    "KeepsWeights",
+    "LAYER_NORM_MODES",
+    "LayerHandler",
+    "LayerScaleHandler",
+    "Merge",
+    "MultiHeadAttentionHandler",
+    "PassThrough",
+    "PerChannel",
+    "PrunableLayer",
+    "PrunedLayerNormalization",
+    "PrunedRMSNormalization",
+    "RecurrentHandler",
+    "ReshapeHandler",
+    "Separable",
+    "Unknown",
+    "Unsupported",
+    "UnsupportedLayerError",
+    "activation_name",
+    "check_channels_last",
+    "check_layer_norm_mode",
+    "get_handler",
+    "is_pass_through",
+    "is_prunable",
+    "lookup",
+    "prunable_weights",
+    "register_layer",
+    "registered_classes",
+    "static_shape",
+    "supported_layer_classes",
+    "unsupported_message",
+]

@@ -1,0 +1,190 @@
+"""`LayerHandler`: everything tfprune knows about one layer type, in one object.
+
+A handler answers, for the layers it is registered for:
+
+Magnitude pruning (`tfprune.prune_low_magnitude`)
+    * `prunable_weights`: trailing path components of the variables to prune (`("kernel",)`,
+      `("query/kernel", ...)`); empty if the layer has none;
+    * `keeps_weights`: True if the layer has weights that are never pruned, so it passes through a
+      pruned model unwrapped (normalization layers, per-channel scales).
+
+Cost (`tfprune.analysis`)
+    * `macs(layer, input_shape, output_shape)`: multiply-accumulates of one call, per sample.
+
+Structured pruning (`tfprune.structured`)
+    * `trace(graph, call)`: how channel labels flow from the layer's inputs to its outputs;
+    * `is_producer(record)`, `filter_weight(layer)`: whether it creates channels, and its filters;
+    * `new_config(record, config, keep)`, `new_weights(record, weights, keep)`, `new_layer(...)`:
+      the rebuilt layer once channels are removed (`keep(slot)` gives the kept positions of a slot:
+      'in', 'out' or 'mid');
+    * `zero_channels(layer, removed)`: silence removed output channels in place (verification).
+
+BatchNormalization folding (`tfprune.structured.fold_batchnorm`)
+    * `can_fold_batchnorm(layer)`, `fold_batchnorm(layer, scale, shift)`: whether an inference
+      BatchNormalization after this layer merges into it, and the merged weights.
+
+Room for more: a quantization scheme or a one-shot pruner can look a layer up the same way and
+read further attributes of its handler.
+
+Example:
+    >>> class Scale(keras.layers.Layer): ...            # y = x * w, one weight per channel
+    >>> tfprune.register_layer(Scale, tfprune.layers.PerChannel())
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+Keep = Callable[[str], np.ndarray]
+
+ELEMENTWISE_ACTIVATIONS = {
+    "linear", "relu", "relu6", "sigmoid", "tanh", "swish", "silu", "gelu", "elu", "selu",
+    "softplus", "softsign", "hard_sigmoid", "hard_swish", "hard_silu", "exponential",
+    "leaky_relu", "mish", "log_sigmoid", "celu", "sparse_plus", "squareplus", "tanh_shrink",
+    "hard_tanh", "soft_shrink", "hard_shrink", "threshold", None,
+}
+
+
+class Unsupported(Exception):
+    """Raised by a handler's `trace` when it cannot reason about one particular call."""
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer with weights that tfprune does not know how to prune."""
+
+
+class PrunableLayer(abc.ABC):
+    """Protocol for custom layers: return the variables magnitude pruning should prune.
+
+    Any layer with a `get_prunable_weights()` method is accepted, whether or not it inherits from
+    this class; the method wins over a registered handler's `prunable_weights`.
+
+    Example:
+        >>> class MyLayer(keras.layers.Layer, tfprune.PrunableLayer):
+        ...     def get_prunable_weights(self):
+        ...         return [self.w]
+    """
+
+    @abc.abstractmethod
+    def get_prunable_weights(self) -> list:
+        """Returns the `keras.Variable`s of this layer that should be pruned."""
+
+
+def activation_name(value: Any) -> Any:
+    """A comparable name for an `activation=` config value (string, dict or callable).
+
+    Example:
+        >>> activation_name({"class_name": "function", "config": "relu"})   # 'relu'
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return value.get("config", value.get("class_name"))
+    return getattr(value, "__name__", repr(value))
+
+
+def check_channels_last(config: dict) -> None:
+    """Raises `Unsupported` unless the layer's config is channels_last (or has no data_format)."""
+    fmt = config.get("data_format") or "channels_last"
+    if fmt != "channels_last":
+        raise Unsupported(f"data_format={fmt!r}; only channels_last is understood")
+
+
+def static_shape(shape: tuple) -> tuple:
+    """`shape` if every non-batch dimension is known, else `Unsupported`."""
+    if any(d is None for d in shape[1:]):
+        raise Unsupported(f"needs a static shape, received {shape}")
+    return shape
+
+
+def prod(values: Any) -> int:
+    """The product of static dimensions as an int; a None dimension is a ValueError with the fix."""
+    values = tuple(values)
+    if any(v is None for v in values):
+        raise ValueError(
+            f"Counting MACs needs static shapes, received a dimension of None in {values}. "
+            "Fix: build the model on a fixed input size, e.g. keras.Input((224, 224, 3))."
+        )
+    return int(np.prod(values, dtype=np.int64))
+
+
+def freeze_mixing_activation(graph: Any, layer: Any, config: dict, out: np.ndarray) -> None:
+    """Freezes a producer's output channels when its fused activation mixes channels (e.g. softmax)."""
+    name = activation_name(config.get("activation"))
+    if name not in ELEMENTWISE_ACTIVATIONS:
+        graph.freeze(out, f"{layer.name} has activation {name!r}, which mixes channels")
+
+
+class LayerHandler:
+    """Base handler: no prunable weights, no MACs, channels not understood by the dependency graph.
+
+    Subclass it and override what applies; see the module docstring for each capability.
+    """
+
+    prunable_weights: tuple[str, ...] = ()
+    keeps_weights: bool = False
+
+    # magnitude pruning ---------------------------------------------------------------
+    def prunable_weight_names(self, layer: Any) -> tuple[str, ...]:
+        """Trailing path components of `layer`'s prunable variables (default: `prunable_weights`)."""
+        return self.prunable_weights
+
+    # cost -----------------------------------------------------------------------------
+    def macs(self, layer: Any, input_shape: tuple, output_shape: tuple) -> int:
+        """Multiply-accumulates of one call of `layer`, per sample."""
+        return 0
+
+    # structured pruning -----------------------------------------------------------------
+    def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
+        """Output label arrays of one call; the base class leaves the channels to `graph.unknown`."""
+        kind = type(call.layer).__name__
+        return graph.unknown(call, f"{call.layer.name} ({kind}) is not understood by the dependency graph")
+
+    def is_producer(self, rec: Any) -> bool:
+        """Whether the layer creates output channels whose count can change."""
+        return False
+
+    def new_config(self, rec: Any, config: dict, keep: Keep) -> dict:
+        """The layer's config once channels are removed."""
+        return config
+
+    def new_weights(self, rec: Any, weights: list[np.ndarray], keep: Keep) -> list[np.ndarray]:
+        """The layer's weights (`get_weights()` order), sliced to the kept channels."""
+        return weights
+
+    def new_layer(self, rec: Any, layer: Any, config: dict) -> Any:
+        """The pruned layer, from its new config (a handler may change the class)."""
+        return layer.__class__.from_config(config)
+
+    def filter_weight(self, layer: Any) -> tuple[Any, int] | None:
+        """(weight variable, output-channel axis) of a producer, for importance criteria."""
+        return None
+
+    def filters(self, layer: Any) -> np.ndarray | None:
+        """(output channels, fan-in) matrix of a producer's weights, for importance criteria."""
+        found = self.filter_weight(layer)
+        if found is None:
+            return None
+        weight, axis = found
+        array = np.asarray(weight)
+        return np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
+
+    def zero_channels(self, layer: Any, removed: np.ndarray) -> None:
+        """Makes the listed output channels of `layer` exactly zero, in place (default: nothing)."""
+
+    # BatchNormalization folding -----------------------------------------------------------
+    def can_fold_batchnorm(self, layer: Any) -> bool:
+        """Whether an inference BatchNormalization reading this layer's output can merge into it."""
+        return False
+
+    def fold_batchnorm(self, layer: Any, scale: np.ndarray, shift: np.ndarray) -> list[np.ndarray]:
+        """The layer's weights with `y * scale + shift` merged in (the layer then has a bias)."""
+        raise NotImplementedError(f"{type(layer).__name__} does not fold BatchNormalization.")
+
+
+class Unknown(LayerHandler):
+    """What an unregistered layer gets: nothing is pruned or counted, its channels are frozen."""

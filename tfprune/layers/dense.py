@@ -1,0 +1,76 @@
+"""Dense and EinsumDense.
+
+Dense MACs: (leading dims) * C_in * units per sample. EinsumDense is magnitude-prunable (its kernel);
+the dependency graph does not trace it yet, so its channels are frozen.
+
+Example:
+    >>> get_handler(keras.layers.Dense(4)).prunable_weights   # ('kernel',)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfprune.layers.base import Keep, LayerHandler, Unsupported, freeze_mixing_activation, prod
+from tfprune.layers.conv import foldable_producer
+from tfprune.layers.registry import register_layer
+
+
+class DenseHandler(LayerHandler):
+    """Dense: kernel is (in, units) and acts on the last axis."""
+
+    prunable_weights = ("kernel",)
+
+    def macs(self, layer: Any, input_shape: tuple, output_shape: tuple) -> int:
+        return prod(input_shape[1:-1]) * math.prod(layer.kernel.shape)
+
+    def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
+        layer, config = call.layer, call.layer.get_config()
+        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+            raise Unsupported("LoRA or quantized Dense")
+        graph.slot(layer, "in", graph.values[call.inputs[0]])
+        out = graph.producer(layer, config["units"])
+        freeze_mixing_activation(graph, layer, config, out)
+        return [out]
+
+    def is_producer(self, rec: Any) -> bool:
+        return True
+
+    def new_config(self, rec: Any, config: dict, keep: Keep) -> dict:
+        return dict(config, units=len(keep("out")))
+
+    def new_weights(self, rec: Any, weights: list[np.ndarray], keep: Keep) -> list[np.ndarray]:
+        out_idx = keep("out")
+        return [weights[0][keep("in")][:, out_idx]] + [w[out_idx] for w in weights[1:]]
+
+    def filter_weight(self, layer: Any) -> tuple[Any, int]:
+        return layer.kernel, -1
+
+    def zero_channels(self, layer: Any, removed: np.ndarray) -> None:
+        weights = layer.get_weights()
+        weights[0][..., removed] = 0
+        for w in weights[1:]:
+            w[removed] = 0
+        layer.set_weights(weights)
+
+    def can_fold_batchnorm(self, layer: Any) -> bool:
+        return foldable_producer(layer)
+
+    def fold_batchnorm(self, layer: Any, scale: np.ndarray, shift: np.ndarray) -> list[np.ndarray]:
+        kernel = np.asarray(layer.kernel.numpy(), dtype=np.float64) * scale
+        bias = np.asarray(layer.bias.numpy(), dtype=np.float64) if layer.use_bias else np.zeros_like(scale)
+        return [kernel, bias * scale + shift]
+
+
+class EinsumDenseHandler(LayerHandler):
+    """EinsumDense: its kernel is magnitude-prunable."""
+
+    prunable_weights = ("kernel",)
+
+
+register_layer(keras.layers.Dense, DenseHandler())
+register_layer(keras.layers.EinsumDense, EinsumDenseHandler())

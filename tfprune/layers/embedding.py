@@ -1,0 +1,47 @@
+"""Embedding: a producer of `output_dim` channels; the table is (input_dim, output_dim).
+
+Example:
+    >>> get_handler(keras.layers.Embedding(100, 8)).prunable_weights   # ('embeddings',)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfprune.layers.base import Keep, LayerHandler, Unsupported
+from tfprune.layers.registry import register_layer
+
+
+class EmbeddingHandler(LayerHandler):
+    """Embedding: its table is magnitude-prunable; in the dependency graph its width is a producer."""
+
+    prunable_weights = ("embeddings",)
+
+    def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
+        layer = call.layer
+        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+            raise Unsupported("LoRA or quantized Embedding")
+        return [graph.producer(layer, layer.output_dim)]
+
+    def is_producer(self, rec: Any) -> bool:
+        return True
+
+    def new_config(self, rec: Any, config: dict, keep: Keep) -> dict:
+        return dict(config, output_dim=len(keep("out")))
+
+    def new_weights(self, rec: Any, weights: list[np.ndarray], keep: Keep) -> list[np.ndarray]:
+        return [weights[0][:, keep("out")]] + weights[1:]
+
+    def filter_weight(self, layer: Any) -> tuple[Any, int]:
+        return layer.embeddings, -1
+
+    def zero_channels(self, layer: Any, removed: np.ndarray) -> None:
+        weights = layer.get_weights()
+        weights[0][:, removed] = 0
+        layer.set_weights(weights)
+
+
+register_layer(keras.layers.Embedding, EmbeddingHandler())

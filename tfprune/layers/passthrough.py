@@ -1,0 +1,110 @@
+"""Channel-wise layers: without weights (activations, dropout, pooling, padding, cropping) or with
+per-channel weights on the last axis that are never magnitude-pruned (PReLU).
+
+Example:
+    >>> register_layer(MyChannelwiseActivation, PassThrough())
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from tfprune.layers.base import (
+    ELEMENTWISE_ACTIVATIONS,
+    Keep,
+    LayerHandler,
+    Unsupported,
+    activation_name,
+    check_channels_last,
+)
+from tfprune.layers.registry import register_layer
+
+Check = Callable[[dict, int], None]
+
+
+class PassThrough(LayerHandler):
+    """A layer that maps each channel to itself (no weights); `check(config, rank)` may refuse a call."""
+
+    def __init__(self, check: Check | None = None) -> None:
+        self.check = check
+
+    def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
+        config = call.layer.get_config()
+        check_channels_last(config)
+        if self.check:
+            self.check(config, len(call.input_shapes[0]))
+        labels = graph.values[call.inputs[0]]
+        graph.record(call.layer).slots.setdefault("in", labels)  # no weights: calls stay independent
+        return [labels]
+
+    def new_config(self, rec: Any, config: dict, keep: Keep) -> dict:
+        noise = config.get("noise_shape")
+        if noise and noise[-1] not in (None, 1):
+            config = dict(config, noise_shape=tuple(noise[:-1]) + (len(keep("in")),))
+        return config
+
+
+class PerChannel(PassThrough):
+    """A pass-through with per-channel weights on the last axis (BatchNormalization, PReLU, scales).
+
+    Its weights are never magnitude-pruned (it passes through a pruned model unwrapped); in the
+    dependency graph its weights are sliced with the channels.
+    """
+
+    keeps_weights = True
+
+    def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
+        config = call.layer.get_config()
+        if self.check:
+            self.check(config, len(call.input_shapes[0]))
+        labels = graph.values[call.inputs[0]]
+        labels = graph.slot(call.layer, "in", labels)
+        return [labels]
+
+    def new_weights(self, rec: Any, weights: list[np.ndarray], keep: Keep) -> list[np.ndarray]:
+        idx, n = keep("in"), len(rec.slots["in"])
+        return [w[..., idx] if w.ndim and w.shape[-1] == n else w for w in weights]
+
+
+def check_activation(config: dict, rank: int) -> None:
+    """Refuses an Activation layer whose function mixes channels (softmax, ...)."""
+    name = activation_name(config.get("activation"))
+    if name not in ELEMENTWISE_ACTIVATIONS:
+        raise Unsupported(f"activation {name!r} mixes channels")
+
+
+def check_rescaling(config: dict, rank: int) -> None:
+    """Refuses a Rescaling layer with per-channel scale or offset."""
+    for key in ("scale", "offset"):
+        if np.ndim(config.get(key, 0)) > 0 and np.size(config.get(key)) > 1:
+            raise Unsupported(f"per-channel Rescaling {key}")
+
+
+def check_last_axis(config: dict, rank: int) -> None:
+    """Refuses a normalization over any axis other than the last (channel) one."""
+    axis = config.get("axis", -1)
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    if [a % rank for a in axes if a is not None] != [rank - 1]:
+        raise Unsupported(f"normalises over axis {axis}; only the last (channel) axis is understood")
+
+
+L = keras.layers
+_PASS_THROUGH = PassThrough()
+for _name in [
+    "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Identity",
+    "ActivityRegularization", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "ZeroPadding1D",
+    "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+]:
+    if hasattr(L, _name):
+        register_layer(getattr(L, _name), _PASS_THROUGH)
+register_layer(L.Activation, PassThrough(check_activation))
+register_layer(L.Rescaling, PassThrough(check_rescaling))
+register_layer(L.PReLU, PerChannel())
