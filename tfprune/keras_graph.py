@@ -50,6 +50,7 @@ __all__ = [
     "functional_graphs",
     "is_graph_model",
     "iter_layers",
+    "layer_config",
 ]
 
 
@@ -245,6 +246,29 @@ def call_counts(model: keras.Model) -> dict[int, int]:
     return counts
 
 
+def _rebuild_error(layer: Any, err: Exception) -> LayerRebuildError:
+    detail = " ".join(str(err).split())
+    detail = detail if len(detail) <= 160 else detail[:157] + "..."
+    return LayerRebuildError(
+        f"Layer '{layer.name}' ({type(layer).__name__}) cannot be re-created from its config "
+        f"({type(err).__name__}: {detail}). Fix: give {type(layer).__name__} a `get_config()` that returns "
+        "every `__init__` argument (and `from_config` if it needs more than `cls(**config)`), and register "
+        "it with `@keras.saving.register_keras_serializable()`."
+    )
+
+
+def layer_config(layer: keras.layers.Layer) -> dict:
+    """`layer.get_config()`, or `LayerRebuildError` naming the layer and the fix.
+
+    Example:
+        >>> layer_config(keras.layers.Dense(3))["units"]   # 3
+    """
+    try:
+        return layer.get_config()
+    except Exception as err:  # any failure of a user's get_config
+        raise _rebuild_error(layer, err) from err
+
+
 def copy_layer(layer: keras.layers.Layer, config: dict | None = None, layer_class: type | None = None) -> Any:
     """A new, unbuilt layer of `layer_class` (default: the layer's class) from `config` (default: its own).
 
@@ -256,19 +280,14 @@ def copy_layer(layer: keras.layers.Layer, config: dict | None = None, layer_clas
         >>> dense2 = copy_layer(dense, dict(dense.get_config(), units=8))
     """
     cls = layer_class or layer.__class__
+    config = layer_config(layer) if config is None else config
     try:
-        config = layer.get_config() if config is None else config
         # The layer comes from the user's own model in memory, not from a file: a Lambda's Python
         # function may be rebuilt (as keras.models.clone_model does).
         with SafeModeScope(safe_mode=False):
             return cls.from_config(config)
-    except Exception as err:  # any failure of a user's get_config/from_config
-        raise LayerRebuildError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be re-created from its config "
-            f"({type(err).__name__}: {err}). Fix: give {type(layer).__name__} a `get_config()` that returns "
-            "every `__init__` argument (and `from_config` if it needs more than `cls(**config)`), and register "
-            "it with `@keras.saving.register_keras_serializable()`."
-        ) from err
+    except Exception as err:  # any failure of a user's from_config
+        raise _rebuild_error(layer, err) from err
 
 
 def fresh_inputs(model: keras.Model) -> Any:

@@ -37,7 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfprune.keras_graph import as_functional, call_counts, copy_layer, functional_graphs
+from tfprune.keras_graph import as_functional, call_counts, copy_layer, functional_graphs, layer_config
 from tfprune.layers import get_handler
 
 
@@ -122,7 +122,7 @@ class _Folder:
             return self.models[id(layer)]
         if id(layer) in self.folded_bns:
             return layer  # never called: `call_layer` skips it
-        config = layer.get_config()
+        config = layer_config(layer)
         if id(layer) in self.pairs:
             config["use_bias"] = True
         new = copy_layer(layer, config)

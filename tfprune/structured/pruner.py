@@ -17,7 +17,7 @@ from tfprune.structured.graph import DependencyGraph
 from tfprune.structured.importance import Importance, get_importance
 from tfprune.structured.planner import plan
 from tfprune.structured.report import GroupReport, LayerReport, PruningReport
-from tfprune.keras_graph import copy_layer, iter_layers
+from tfprune.keras_graph import copy_layer, iter_layers, layer_config
 
 
 def _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict) -> None:
@@ -64,7 +64,7 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
             new_layers[id(layer)] = new
             return new
         rec = changed.get(id(layer))
-        config = layer.get_config()
+        config = layer_config(layer)
         if rec is not None:
             config = rec.handler.new_config(rec, config, keeper(rec))
             new = rec.handler.new_layer(rec, layer, config)
