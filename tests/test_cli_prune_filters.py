@@ -117,3 +117,54 @@ def test_corrupt_model_and_failed_pruning_exit_1(model_path, tmp_path):
     code, _, stderr = run_cli("--model", model_path, "--output", tmp_path / "o.keras", "--ignored_layers", "nope")
     assert code == 1 and "ignored_layers" in error_line(stderr)
     assert sorted(os.listdir(tmp_path)) == ["bad.keras"]
+
+
+
+CRITERION = """
+import numpy as np
+from tfprune.structured import Importance
+
+
+class HighIndexFirst(Importance):
+    \"\"\"Scores output channel c of every producer as c: the lowest indices are removed.\"\"\"
+
+    def layer_scores(self, rec):
+        if not self.is_producer(rec):
+            return []
+        labels = rec.slots["out"]
+        return [(labels, np.arange(len(labels), dtype=np.float64))]
+"""
+
+
+def test_user_criterion_from_module_colon_class(model_path, tmp_path):
+    (tmp_path / "my_criteria.py").write_text(CRITERION)
+    out = tmp_path / "user.keras"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path)]), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "tfprune.cli.prune_filters", "--model", str(model_path),
+                           "--output", str(out), "--importance", "my_criteria:HighIndexFirst", "--json"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    c0 = next(layer for layer in report["layers"] if layer["name"] == "c0")
+    assert c0["kept_indices"] == list(range(16, 32))  # the user's criterion decided which stay
+
+
+@pytest.mark.parametrize("spec, message", [("nowhere_module:X", "cannot import"), ("os:NoSuchThing", "has no"),
+                                           ("os:getcwd", "not a tfprune.structured.Importance")])
+def test_user_criterion_errors_are_usage_errors(model_path, tmp_path, spec, message):
+    code, _, stderr = run_cli("--model", model_path, "--output", tmp_path / "x.keras", "--importance", spec)
+    assert code == 2 and message in error_line(stderr)
+    assert not (tmp_path / "x.keras").exists()
+
+
+def test_registered_criterion_is_listed_for_the_cli():
+    from tfprune.cli import prune_filters as prune_filters_cli
+    from tfprune.structured import importance
+
+    importance.register_importance("l1_copy", lambda **kw: importance.MagnitudeImportance(p=1, **kw))
+    try:
+        assert "l1_copy" in prune_filters_cli.cli_importances()
+        assert "taylor" not in prune_filters_cli.cli_importances()
+        assert isinstance(importance.get_importance("l1_copy"), importance.MagnitudeImportance)
+    finally:
+        importance.IMPORTANCES.pop("l1_copy")

@@ -71,10 +71,10 @@ def test_discovery_errors(tmp_path, trained, case):
 @pytest.mark.parametrize("filename,fmt,expected", [
     ("m.keras", None, ("keras", "m.keras")),
     ("m.tflite", None, ("tflite", "m.tflite")),
-    ("m.tflite", "tflite_int8", ("tflite_int8", "m.tflite")),
+    ("m.tflite", "tflite_int8", ("tflite_dynamic_int8", "m.tflite")),
     ("served", None, ("saved_model", "served")),
     (None, None, ("keras", "stripped.keras")),
-    (None, "tflite_int8", ("tflite_int8", "stripped_int8.tflite")),
+    (None, "tflite_int8", ("tflite_dynamic_int8", "stripped_int8.tflite")),
 ])
 def test_resolve_format(filename, fmt, expected):
     assert export.resolve_format(filename, fmt) == expected

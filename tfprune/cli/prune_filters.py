@@ -26,7 +26,13 @@ from tfprune.cli.common import Failure, UsageError, run_cli
 from tfprune.cli.common import first_line as _first_line
 
 PROG = "tfprune-prune-filters"
-IMPORTANCES = ("l1", "l2", "fpgm", "filter_sketch", "bn_scale", "random")
+
+
+def cli_importances() -> list[str]:
+    """The registered criteria that need no data (the ones a command line can use)."""
+    from tfprune.structured.importance import IMPORTANCES, NEEDS_DATA
+
+    return [name for name in IMPORTANCES if name not in NEEDS_DATA]
 
 
 def define_flags() -> flags.FlagValues:
@@ -34,7 +40,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("model", None, "Input model (.keras).", flag_values=fv)
     flags.DEFINE_string("output", None, "Where to write the pruned model (.keras).", flag_values=fv)
     flags.DEFINE_float("pruning_ratio", 0.5, "Fraction of channels to remove, in [0, 1).", flag_values=fv)
-    flags.DEFINE_string("importance", "l1", f"One of {', '.join(IMPORTANCES)}.", flag_values=fv)
+    flags.DEFINE_string("importance", "l1", f"One of {', '.join(cli_importances())}, or module:Class for your "
+                        "own tfprune.structured.Importance (the module must be importable).", flag_values=fv)
     flags.DEFINE_integer("round_to", None, "Keep channel counts a multiple of this number.", flag_values=fv)
     flags.DEFINE_boolean("global_pruning", False, "Rank channels across all layers.", flag_values=fv)
     flags.DEFINE_float("max_pruning_ratio", 0.9, "Upper bound per group, in (0, 1].", flag_values=fv)
@@ -67,10 +74,20 @@ def check_arguments(fv: flags.FlagValues) -> None:
         raise UsageError(
             f"--max_pruning_ratio must be in (0, 1], received {fv.max_pruning_ratio}. Fix: e.g. --max_pruning_ratio 0.9"
         )
-    if fv.importance not in IMPORTANCES:
-        hint = " ('taylor' needs data: use the Python API)" if fv.importance == "taylor" else ""
+    if ":" in fv.importance:
+        from tfprune.structured.importance import load_importance
+
+        try:
+            load_importance(fv.importance)  # prune_filters loads it again by the same name
+        except ValueError as err:
+            raise UsageError(f"--importance {fv.importance!r}: {err}") from None
+    elif fv.importance not in cli_importances():
+        from tfprune.structured.importance import NEEDS_DATA
+
+        hint = f" ({fv.importance!r} needs data: use the Python API)" if fv.importance in NEEDS_DATA else ""
         raise UsageError(
-            f"unknown --importance {fv.importance!r}{hint}. Fix: use one of {', '.join(IMPORTANCES)}."
+            f"unknown --importance {fv.importance!r}{hint}. Fix: use one of {', '.join(cli_importances())}, "
+            "or module:Class."
         )
     if fv.round_to is not None and fv.round_to < 1:
         raise UsageError(

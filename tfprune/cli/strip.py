@@ -2,12 +2,13 @@
 
 Example:
     tfprune-strip --checkpoint_dir ckpts --output_dir export --filename model_int8.tflite \\
-        --output_format tflite_int8 --baseline dense.keras
+        --output_format tflite_dynamic_int8 --baseline dense.keras
 
 The newest checkpoint (`.keras`, a TensorFlow checkpoint with `model.json` beside it, or a
 tfmot-pruned tf_keras `.h5`) is loaded, masks are folded into the weights, every mask, threshold
 and step variable is removed, and the model is written as .keras, a SavedModel directory, TFLite
-or TFLite with dynamic-range quantization. A size and sparsity report is printed (--json: one
+or TFLite with dynamic-range quantization (`tflite_dynamic_int8`, earlier name `tflite_int8`:
+int8 weights with float activations, smaller but on x86 often slower than float). A size and sparsity report is printed (--json: one
 JSON object).
 
 Exit codes: 0 success, 2 usage error (bad or missing argument or input, existing output without
@@ -27,7 +28,15 @@ from absl import flags
 from tfprune.cli.common import UsageError, run_cli
 
 PROG = "tfprune-strip"
-FORMATS = ("keras", "saved_model", "tflite", "tflite_int8")
+
+
+def _formats_help() -> str:
+    from tfprune.export.formats import ALIASES, FORMATS
+
+    aliases = {target: [a for a, t in ALIASES.items() if t == target] for target in FORMATS}
+    parts = [f"{name} ({fmt.description}{'; also ' + ', '.join(aliases[name]) if aliases[name] else ''})"
+             for name, fmt in FORMATS.items()]
+    return "; ".join(parts)
 
 
 def define_flags() -> flags.FlagValues:
@@ -37,7 +46,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("output_dir", None, "Where to write (default: <checkpoint_dir>/stripped).", flag_values=fv)
     flags.DEFINE_string("filename", None, "Output name; .keras, .tflite, or no extension for a SavedModel.",
                         flag_values=fv)
-    flags.DEFINE_string("output_format", None, f"One of {', '.join(FORMATS)}; default: from --filename.",
+    flags.DEFINE_string("output_format", None, f"One of: {_formats_help()}. Default: from --filename.",
                         flag_values=fv)
     flags.DEFINE_list("output_node_names", [], "Comma-separated layer names whose outputs the export keeps.",
                       flag_values=fv)
@@ -50,8 +59,12 @@ def define_flags() -> flags.FlagValues:
 def main(fv: flags.FlagValues) -> int:
     if not fv.checkpoint_dir:
         raise UsageError("--checkpoint_dir is required. Fix: --checkpoint_dir path/to/checkpoints")
-    if fv.output_format is not None and fv.output_format.strip().lower() not in FORMATS:
-        raise UsageError(f"unknown --output_format {fv.output_format!r}. Fix: use one of {', '.join(FORMATS)}.")
+    from tfprune.export.formats import format_names
+
+    if fv.output_format is not None and fv.output_format.strip().lower() not in format_names():
+        raise UsageError(
+            f"unknown --output_format {fv.output_format!r}. Fix: use one of {', '.join(format_names())}."
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import warnings
 

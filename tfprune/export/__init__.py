@@ -20,26 +20,37 @@ from tfprune.export.checkpoints import (
     load_checkpoint,
 )
 from tfprune.export.errors import ExportError, ExportFailure, ExportUsageError, first_line
-from tfprune.export.formats import FORMATS, resolve_format, tflite_bytes, write_model
+from tfprune.export.formats import (
+    FORMATS,
+    ExportFormat,
+    as_arrays,
+    format_names,
+    get_format,
+    register_format,
+    resolve_format,
+    tflite_bytes,
+    write_model,
+)
 from tfprune.export.report import format_report
 from tfprune.export.size import gzip_bytes, measure, raw_bytes, zip_bytes
 from tfprune.export.strip import pruning_variables, select_outputs, strip_model, totals, weight_rows
 
-# Documented tolerances of the exported predictions against the pruned model in inference.
-TOLERANCES = {"keras": 0.0, "saved_model": 1e-5, "tflite": 1e-5, "tflite_int8": None}
-INT8_RELATIVE_TOLERANCE = 0.05  # max |diff| <= 5% of max |reference output|
 
 __all__ = [
     "CheckpointChoice",
+    "ExportFormat",
     "ExportError",
     "ExportFailure",
     "ExportUsageError",
     "FORMATS",
     "TFCheckpointWriter",
     "find_latest_checkpoint",
+    "format_names",
     "format_report",
+    "get_format",
     "load_checkpoint",
     "measure",
+    "register_format",
     "strip_checkpoint",
     "strip_model",
 ]
@@ -79,34 +90,9 @@ def _reference_inputs(model: Any, batch: int = 4) -> Any:
     return np.random.default_rng(0).normal(size=(batch,) + shape).astype(str(inputs[0].dtype))
 
 
-def _as_list(outputs: Any) -> list:
-    import numpy as np
-
-    if isinstance(outputs, dict):
-        return [np.asarray(outputs[k]) for k in sorted(outputs)]
-    if isinstance(outputs, (list, tuple)):
-        return [np.asarray(o) for o in outputs]
-    return [np.asarray(outputs)]
-
-
 def predict_artifact(path: str, output_format: str, x: Any) -> list:
-    """Runs an exported artifact on `x` without tfprune layers: plain Keras, SavedModel or TFLite interpreter."""
-    import keras
-    import tensorflow as tf
-
-    if output_format == "keras":
-        return _as_list(keras.saving.load_model(path, compile=False)(x, training=False))
-    if output_format == "saved_model":
-        loaded = tf.saved_model.load(path)  # keep a reference: its variables must outlive the call
-        return _as_list(loaded.serve(tf.constant(x)))
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the deprecation notice of tf.lite.Interpreter
-        interpreter = tf.lite.Interpreter(model_path=path)
-    runner = interpreter.get_signature_runner()
-    (name,) = runner.get_input_details().keys()
-    return _as_list(runner(**{name: x}))
+    """Runs an exported artifact on `x` without tfprune layers (the format's predictor)."""
+    return get_format(output_format).predictor(path, x)
 
 
 def _verify(x: Any, expected: Any, path: str, output_format: str) -> dict:
@@ -117,9 +103,8 @@ def _verify(x: Any, expected: Any, path: str, output_format: str) -> dict:
     got = predict_artifact(path, output_format, x)
     diff = max(float(np.max(np.abs(e - g))) if e.size else 0.0 for e, g in zip(expected, got))
     scale = max(float(np.max(np.abs(e))) if e.size else 0.0 for e in expected)
-    tolerance = TOLERANCES[output_format]
-    if tolerance is None:
-        tolerance = INT8_RELATIVE_TOLERANCE * max(scale, 1e-6)
+    fmt = get_format(output_format)
+    tolerance = fmt.tolerance * max(scale, 1e-6) if fmt.relative_tolerance else fmt.tolerance
     return {"inputs": f"random normal, batch {x.shape[0]}", "max_abs_diff": diff, "tolerance": tolerance,
             "ok": diff <= tolerance}
 
@@ -142,7 +127,8 @@ def strip_checkpoint(
         output_dir: where to write (created if missing); default `<checkpoint_dir>/stripped`.
         filename: output name; its extension gives the format when `output_format` is None
             (`.keras`, `.tflite`, no extension = SavedModel directory).
-        output_format: 'keras', 'saved_model', 'tflite' or 'tflite_int8' (dynamic-range quantization).
+        output_format: a name in `FORMATS` ('keras', 'saved_model', 'tflite', 'tflite_dynamic_int8' alias
+            'tflite_int8'), or a format added with `register_format`.
         output_node_names: layer names (list or comma-separated) whose outputs the export keeps.
         baseline: an unpruned model file (or SavedModel directory) to compare zipped sizes with.
         overwrite: replace an existing output.
@@ -157,7 +143,7 @@ def strip_checkpoint(
 
     Example:
         >>> report = strip_checkpoint("ckpts", output_dir="out", filename="model_int8.tflite",
-        ...                           output_format="tflite_int8", baseline="dense.keras")
+        ...                           output_format="tflite_dynamic_int8", baseline="dense.keras")
     """
     if isinstance(output_node_names, str):
         output_node_names = [n.strip() for n in output_node_names.split(",") if n.strip()]

@@ -1,30 +1,85 @@
-"""Output formats and atomic writers: `.keras`, SavedModel (`model.export`), TFLite float and TFLite
-with post-training dynamic-range quantization (`tflite_int8`).
+"""Output formats: a table of `ExportFormat` entries, and atomic writing.
 
-Every writer writes to a temporary path inside the output directory, then renames it over the
+Each format is one entry `{name: suffix, writer, predictor, tolerance}`; `tfprune-strip` and
+`strip_checkpoint` read the table, so adding a format is one `register_format` call. Built in:
+`keras`, `saved_model` (`model.export`), `tflite` (float) and `tflite_dynamic_int8` (post-training
+dynamic-range quantization: int8 weights, float activations; `tflite_int8` is its earlier name).
+
+Every writer writes to a temporary path inside the output directory, then it is renamed over the
 target, so the output is either complete or absent.
 
 Example:
-    >>> fmt = resolve_format("model.tflite", None)   # 'tflite'
-    >>> write_model(model, "out/model.tflite", fmt)
+    >>> fmt = resolve_format("model.tflite", None)   # ('tflite', 'model.tflite')
+    >>> write_model(model, "out/model.tflite", "tflite")
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 from tfprune.export.errors import ExportUsageError
 
-FORMATS = ("keras", "saved_model", "tflite", "tflite_int8")
-DEFAULT_FILENAMES = {
-    "keras": "stripped.keras",
-    "saved_model": "stripped_saved_model",
-    "tflite": "stripped.tflite",
-    "tflite_int8": "stripped_int8.tflite",
-}
+
+@dataclasses.dataclass(frozen=True)
+class ExportFormat:
+    """One output format.
+
+    Attributes:
+        name: what `--output_format` accepts.
+        suffix: the file extension (".keras", ".tflite"), or "" for a directory (SavedModel).
+        writer: `writer(model, path)` writes a plain Keras model to `path` (a temporary path).
+        predictor: `predictor(path, x) -> list of arrays` runs the artifact without tfprune.
+        tolerance: largest accepted |artifact - model| of the verification; with
+            `relative_tolerance`, a fraction of the model's largest |output|.
+        description: one line for `--help`.
+        default_filename: the output name when none is given.
+    """
+
+    name: str
+    suffix: str
+    writer: Callable[[Any, str], None]
+    predictor: Callable[[str, Any], list]
+    tolerance: float
+    description: str
+    default_filename: str
+    relative_tolerance: bool = False
+
+
+FORMATS: dict[str, ExportFormat] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register_format(export_format: ExportFormat, aliases: tuple[str, ...] = ()) -> None:
+    """Adds (or replaces) an output format; `aliases` are other names for it.
+
+    Example:
+        >>> register_format(ExportFormat("onnx", ".onnx", write_onnx, run_onnx, 1e-5, "ONNX", "model.onnx"))
+    """
+    FORMATS[export_format.name] = export_format
+    for alias in aliases:
+        ALIASES[alias] = export_format.name
+
+
+def format_names() -> list[str]:
+    """Every accepted `--output_format` value, aliases included."""
+    return list(FORMATS) + list(ALIASES)
+
+
+def get_format(name: str) -> ExportFormat:
+    """The format called `name` (or an alias of it), else an `ExportUsageError` listing the choices.
+
+    Example:
+        >>> get_format("tflite_int8").name   # 'tflite_dynamic_int8'
+    """
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in FORMATS:
+        raise ExportUsageError(f"unknown output format {name!r}. Fix: use one of {', '.join(format_names())}.")
+    return FORMATS[key]
 
 
 def format_from_filename(filename: str) -> str:
@@ -38,29 +93,24 @@ def format_from_filename(filename: str) -> str:
         return "saved_model"
     raise ExportUsageError(
         f"cannot infer the output format from {filename!r}. Fix: name it *.keras, *.tflite or a directory name "
-        f"without extension (SavedModel), or pass --output_format one of {', '.join(FORMATS)}."
+        f"without extension (SavedModel), or pass --output_format one of {', '.join(format_names())}."
     )
 
 
 def resolve_format(filename: str | None, output_format: str | None) -> tuple[str, str]:
-    """Returns `(format, filename)` from whichever of the two is given (both may be)."""
+    """Returns `(format name, filename)` from whichever of the two is given (both may be)."""
     if output_format is not None:
-        output_format = output_format.strip().lower()
-        if output_format not in FORMATS:
-            raise ExportUsageError(
-                f"unknown output format {output_format!r}. Fix: use one of {', '.join(FORMATS)}."
-            )
+        output_format = get_format(output_format).name
     if not filename:
         fmt = output_format or "keras"
-        return fmt, DEFAULT_FILENAMES[fmt]
+        return fmt, FORMATS[fmt].default_filename
     if os.path.basename(filename) != filename:
         raise ExportUsageError(
             f"--filename must be a bare name, received {filename!r}. Fix: put the directory in --output_dir."
         )
-    inferred = format_from_filename(filename) if output_format is None else None
     if output_format is None:
-        return inferred, filename
-    expected = {"keras": ".keras", "tflite": ".tflite", "tflite_int8": ".tflite", "saved_model": ""}[output_format]
+        return format_from_filename(filename), filename
+    expected = FORMATS[output_format].suffix
     if os.path.splitext(filename)[1].lower() != expected:
         want = f"end with {expected}" if expected else "have no extension (it is a directory)"
         raise ExportUsageError(
@@ -91,7 +141,8 @@ def _remove(path: str) -> None:
 
 
 def tflite_bytes(model: Any, quantize: bool = False) -> bytes:
-    """Converts a Keras 3 model to a TFLite flatbuffer (via a temporary SavedModel)."""
+    """Converts a Keras 3 model to a TFLite flatbuffer (via a temporary SavedModel); `quantize` applies
+    dynamic-range quantization."""
     import tensorflow as tf
 
     work = tempfile.mkdtemp(prefix="tfprune-export-")
@@ -106,30 +157,93 @@ def tflite_bytes(model: Any, quantize: bool = False) -> bytes:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def as_arrays(outputs: Any) -> list:
+    """Model outputs (a tensor, a list or a dict, keys sorted) as a list of numpy arrays."""
+    import numpy as np
+
+    if isinstance(outputs, dict):
+        return [np.asarray(outputs[k]) for k in sorted(outputs)]
+    if isinstance(outputs, (list, tuple)):
+        return [np.asarray(o) for o in outputs]
+    return [np.asarray(outputs)]
+
+
+def _write_keras(model: Any, path: str) -> None:
+    model.save(path)
+
+
+def _predict_keras(path: str, x: Any) -> list:
+    import keras
+
+    return as_arrays(keras.saving.load_model(path, compile=False)(x, training=False))
+
+
+def _write_saved_model(model: Any, path: str) -> None:
+    model.export(path, format="tf_saved_model", verbose=False)
+
+
+def _predict_saved_model(path: str, x: Any) -> list:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)  # keep a reference: its variables must outlive the call
+    return as_arrays(loaded.serve(tf.constant(x)))
+
+
+def _tflite_writer(quantize: bool) -> Callable[[Any, str], None]:
+    def write(model: Any, path: str) -> None:
+        data = tflite_bytes(model, quantize=quantize)
+        with open(path, "wb") as handle:
+            handle.write(data)
+
+    return write
+
+
+def predict_tflite(path: str, x: Any) -> list:
+    """Runs a one-input TFLite file on `x` through its signature runner."""
+    from tfprune.interpreter import make_interpreter
+
+    runner = make_interpreter(model_path=path).get_signature_runner()
+    (name,) = runner.get_input_details().keys()
+    return as_arrays(runner(**{name: x}))
+
+
+register_format(ExportFormat("keras", ".keras", _write_keras, _predict_keras, 0.0,
+                             "Keras 3 .keras archive", "stripped.keras"))
+register_format(ExportFormat("saved_model", "", _write_saved_model, _predict_saved_model, 1e-5,
+                             "TensorFlow SavedModel directory (model.export)", "stripped_saved_model"))
+register_format(ExportFormat("tflite", ".tflite", _tflite_writer(False), predict_tflite, 1e-5,
+                             "TFLite, float", "stripped.tflite"))
+register_format(
+    ExportFormat("tflite_dynamic_int8", ".tflite", _tflite_writer(True), predict_tflite, 0.05,
+                 "TFLite with dynamic-range quantization: int8 weights, float activations (smaller; on x86 "
+                 "often slower than float)", "stripped_int8.tflite", relative_tolerance=True),
+    aliases=("tflite_int8",),
+)
+
+
 def write_model(model: Any, path: str, output_format: str) -> None:
-    """Writes `model` to `path` in `output_format`, atomically."""
+    """Writes `model` to `path` in `output_format`, atomically (temporary path, then rename).
+
+    Example:
+        >>> write_model(stripped, "out/model.keras", "keras")
+    """
+    fmt = get_format(output_format)
     directory = os.path.dirname(os.path.abspath(path))
-    if output_format == "saved_model":
+    if not fmt.suffix:  # a directory
         tmp = tempfile.mkdtemp(prefix=".tfprune-tmp-", dir=directory)
-        target = os.path.join(tmp, "saved_model")
+        target = os.path.join(tmp, "artifact")
         try:
-            model.export(target, format="tf_saved_model", verbose=False)
+            fmt.writer(model, target)
             os.rename(target, tmp + ".ready")
             _replace(tmp + ".ready", path)
         finally:
             _remove(tmp)
             _remove(tmp + ".ready")
         return
-    suffix = ".keras" if output_format == "keras" else ".tflite"
-    fd, tmp = tempfile.mkstemp(prefix=".tfprune-tmp-", suffix=suffix, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tfprune-tmp-", suffix=fmt.suffix, dir=directory)
     os.close(fd)
     try:
-        if output_format == "keras":
-            model.save(tmp)
-        else:
-            data = tflite_bytes(model, quantize=output_format == "tflite_int8")
-            with open(tmp, "wb") as handle:
-                handle.write(data)
+        fmt.writer(model, tmp)
         _replace(tmp, path)
     finally:
         _remove(tmp)

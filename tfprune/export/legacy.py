@@ -21,7 +21,7 @@ from typing import Sequence
 
 from tfprune.export.errors import ExportFailure, ExportUsageError
 
-LEGACY_FORMATS = ("saved_model", "tflite", "tflite_int8")
+LEGACY_FORMATS = ("saved_model", "tflite", "tflite_dynamic_int8")
 
 _SCRIPT = r'''
 import json, os, sys, warnings
@@ -89,7 +89,7 @@ try:
         tf.saved_model.save(stripped, target)
     else:
         converter = tf.lite.TFLiteConverter.from_keras_model(stripped)
-        if fmt == "tflite_int8":
+        if fmt == "tflite_dynamic_int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         with open(target, "wb") as handle:
             handle.write(converter.convert())
@@ -118,7 +118,7 @@ def export_h5(path: str, output_path: str, output_format: str, output_node_names
     if output_format not in LEGACY_FORMATS:
         raise ExportUsageError(
             f"a tf_keras .h5 checkpoint can be exported as {', '.join(LEGACY_FORMATS)}, not {output_format}. "
-            "Fix: pass --output_format tflite (or tflite_int8, saved_model) and a matching --filename."
+            "Fix: pass --output_format tflite (or tflite_dynamic_int8, saved_model) and a matching --filename."
         )
     directory = os.path.dirname(os.path.abspath(output_path))
     work = tempfile.mkdtemp(prefix=".tfprune-tmp-", dir=directory)

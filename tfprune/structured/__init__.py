@@ -27,6 +27,7 @@ from tfprune.structured.importance import (
     RandomImportance,
     TaylorImportance,
     get_importance,
+    register_importance,
 )
 from tfprune.structured import verify
 from tfprune.structured.finetune import compile_like
@@ -67,6 +68,7 @@ __all__ = [
     "TaylorImportance",
     "Unsupported",
     "get_importance",
+    "register_importance",
     "plan",
     "prune_filters",
     "rebuild",

@@ -15,8 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+
 import math
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -257,19 +259,65 @@ class RandomImportance(Importance):
         return [(labels, self.rng.random(len(labels)))]
 
 
-IMPORTANCES = {
-    "l1": lambda **kw: MagnitudeImportance(p=1, **kw),
-    "l2": lambda **kw: MagnitudeImportance(p=2, **kw),
-    "fpgm": FPGMImportance,
-    "filter_sketch": FilterSketchImportance,
-    "bn_scale": BNScaleImportance,
-    "taylor": TaylorImportance,
-    "random": RandomImportance,
-}
+IMPORTANCES: dict[str, Callable[..., Importance]] = {}
+NEEDS_DATA: set[str] = set()
 
 
-def get_importance(importance: "str | Importance", **kwargs) -> Importance:
-    """An Importance from a name in IMPORTANCES or an instance (returned as is).
+def register_importance(name: str, factory: Callable[..., Importance], needs_data: bool = False) -> None:
+    """Makes `factory(**kwargs) -> Importance` available as `importance=name` (and on the command line,
+    unless it `needs_data`: a criterion that must see a batch, like Taylor, is for the Python API).
+
+    Example:
+        >>> register_importance("l1_max", lambda **kw: MagnitudeImportance(p=1, group_reduction="max", **kw))
+        >>> prune_filters(model, 0.5, importance="l1_max")
+    """
+    key = str(name).lower().replace("-", "_")
+    if not key.isidentifier():
+        raise ValueError(f"An importance name must be an identifier such as 'my_l1', received {name!r}.")
+    if not callable(factory):
+        raise TypeError(f"`factory` must be callable (an Importance class or a function), received {factory!r}.")
+    IMPORTANCES[key] = factory
+    NEEDS_DATA.discard(key)
+    if needs_data:
+        NEEDS_DATA.add(key)
+
+
+register_importance("l1", lambda **kw: MagnitudeImportance(p=1, **kw))
+register_importance("l2", lambda **kw: MagnitudeImportance(p=2, **kw))
+register_importance("fpgm", FPGMImportance)
+register_importance("filter_sketch", FilterSketchImportance)
+register_importance("bn_scale", BNScaleImportance)
+register_importance("taylor", TaylorImportance, needs_data=True)
+register_importance("random", RandomImportance)
+
+
+def load_importance(spec: str) -> Importance:
+    """An Importance from `"module:Class"` (or `"module:function"`), called without arguments.
+
+    Example:
+        >>> load_importance("my_criteria:ChannelVariance")
+    """
+    module_name, _, attr = str(spec).partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"Expected 'module:Class', received {spec!r}. Fix: e.g. --importance my_criteria:MyImportance")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"cannot import module {module_name!r} ({err}). Fix: put it on PYTHONPATH.") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise ValueError(f"module {module_name!r} has no {attr!r}. Fix: check the name after the colon.")
+    importance = factory() if callable(factory) and not isinstance(factory, Importance) else factory
+    if not isinstance(importance, Importance):
+        raise ValueError(
+            f"{spec!r} gave a {type(importance).__name__}, not a tfprune.structured.Importance. "
+            "Fix: subclass tfprune.structured.Importance."
+        )
+    return importance
+
+
+def get_importance(importance: "str | Importance", **kwargs: Any) -> Importance:
+    """An Importance from a registered name, `"module:Class"`, or an instance (returned as is).
 
     Example:
         >>> get_importance("l2", group_reduction="max")
@@ -277,9 +325,12 @@ def get_importance(importance: "str | Importance", **kwargs) -> Importance:
     """
     if isinstance(importance, Importance):
         return importance
+    if ":" in str(importance):
+        return load_importance(importance)
     key = str(importance).lower().replace("-", "_")
     if key not in IMPORTANCES:
         raise ValueError(
-            f"Unknown importance {importance!r}. Expected one of {sorted(IMPORTANCES)} or an Importance instance."
+            f"Unknown importance {importance!r}. Expected one of {sorted(IMPORTANCES)}, 'module:Class', or an "
+            "Importance instance (add your own with tfprune.structured.register_importance)."
         )
     return IMPORTANCES[key](**kwargs)
