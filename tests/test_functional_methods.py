@@ -320,6 +320,15 @@ def test_custom_from_mask_composes_with_earlier_masks(mask_dtype):
     _check_applied(lstm, "kernel", original, first & custom)
 
 
+def test_a_weight_can_be_named_by_its_path_in_a_model():
+    model, layers = functional_model()
+    before = _value(layers["lstm"], "recurrent_kernel").copy()
+    fp.l1_unstructured(model, "lstm/lstm_cell/recurrent_kernel", amount=0.5)
+    _check_applied(layers["lstm"], "recurrent_kernel", before,
+                   ref_unstructured(before, np.ones(before.shape, bool), 0.5))
+    assert fp.is_pruned(model) and not fp.is_pruned(layers["dense"])
+
+
 def test_identity_changes_nothing_but_marks_pruned():
     _, layers = functional_model()
     conv = layers["conv"]

@@ -217,6 +217,18 @@ def test_pruning_again_needs_no_retrace_a_first_mask_needs_a_new_train_step():
     assert_zeros(model, {"dw:kernel": fp.get_mask(model.get_layer("dw"), "kernel")})
 
 
+def test_ema_overwrite_at_the_end_of_fit_is_undone_by_identity():
+    model = sequential()
+    dense = model.get_layer("dense")
+    fp.l1_unstructured(dense, "kernel", amount=0.5)
+    mask = fp.get_mask(dense, "kernel")
+    model.compile(optimizer=keras.optimizers.Adam(0.05, use_ema=True), loss="mse")
+    x, y = inputs_for("sequential")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # ends by writing the moving averages
+    fp.identity(dense, "kernel")  # re-applies the mask
+    assert_zeros(model, {"dense:kernel": mask})
+
+
 # --------------------------------------------------------------------------
 # Saving: a fresh interpreter loads the files
 # --------------------------------------------------------------------------

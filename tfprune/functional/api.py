@@ -114,14 +114,15 @@ def _attach(target: Target, keep: np.ndarray) -> WeightMask:
             f"{target.describe()} has no constraint argument in its layer's config, so a mask could not be "
             f"saved with the model. {how}"
         )
-    before = _serialized_masks(target.layer)
+    holder = target.config_layer
+    before = _serialized_masks(holder)
     setattr(owner, target.attribute, constraint)
     variable.constraint = constraint
-    if before < 0 or _serialized_masks(target.layer) != before + 1:
+    if before < 0 or _serialized_masks(holder) != before + 1:
         setattr(owner, target.attribute, inner)
         variable.constraint = inner
         raise SerializationError(
-            f"The config of layer '{target.layer.name}' ({type(target.layer).__name__}) does not save the "
+            f"The config of layer '{holder.name}' ({type(holder).__name__}) does not save the "
             f"constraint of {target.describe()} (it rebuilds that weight's owner '{owner.name}' on its own), "
             f"so a mask could not be saved with the model. {how}"
         )

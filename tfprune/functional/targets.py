@@ -47,8 +47,27 @@ class Target:
         constraint = self.variable.constraint
         return constraint if isinstance(constraint, WeightMask) else None
 
+    @property
+    def config_layer(self) -> keras.layers.Layer:
+        """The layer whose config must carry the constraint: the one rebuilt from its config that
+        contains the owner (below the innermost model on the way, e.g. the LSTM of a cell)."""
+        chain = _chain(self.layer, self.owner) or [self.layer]
+        models = [i for i, item in enumerate(chain[:-1]) if isinstance(item, keras.Model)]
+        return chain[models[-1] + 1] if models else chain[0]
+
     def describe(self) -> str:
         return f"weight '{self.name}' of layer '{self.layer.name}' ({type(self.layer).__name__})"
+
+
+def _chain(root: keras.layers.Layer, owner: keras.layers.Layer) -> list | None:
+    """The layers from `root` down to `owner` (both included), or None."""
+    if root is owner:
+        return [root]
+    for child in root._flatten_layers(include_self=False, recursive=False):
+        found = _chain(child, owner)
+        if found:
+            return [root] + found
+    return None
 
 
 def _own_variables(layer: keras.layers.Layer) -> list:
