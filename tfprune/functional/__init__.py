@@ -7,6 +7,22 @@ nested or subclassed): the pruned entries become zero at once and the weight's c
 pruning again composes (the new amount is taken from what is still unpruned); `remove` makes the
 zeros permanent and leaves a plain layer.
 
+The mechanism, and what follows from it:
+
+* Pruned entries are re-zeroed after every update, not shielded from gradients (Keras has no
+  in-place reparametrization): gradients and optimizer state (Adam's moments) do accumulate at
+  pruned entries, but every `optimizer.apply` ends by applying the constraint, so no forward pass
+  ever sees a non-zero pruned entry.
+* Keras traces the train step once and reads constraints then: masking a weight for the first time
+  after a `fit` needs `model.compile(...)` again (re-pruning a masked weight and `remove` do not).
+* A loop that assigns variables itself (not through the optimizer) and `use_ema=True` (which writes
+  the moving averages at the end of `fit`) bypass constraints: call `identity(layer, name)` afterwards
+  to re-apply the mask.
+* There is no `weight_orig`: later criteria see the zeros (PyTorch ranks its original values).
+* Masks load from `.keras` files once `tfprune.functional` is imported. A subclassed model's inner
+  layers are rebuilt by its own `__init__`/`build`: call `identity` on them in `build` (as PyTorch
+  needs `prune.identity` before `load_state_dict`) and loading restores the masks.
+
 Example:
     >>> import tfprune.functional as prune
     >>> prune.l1_unstructured(model.get_layer("dense"), "kernel", amount=0.5)
