@@ -390,3 +390,32 @@ def test_prune_low_magnitude_starts_from_functional_zeros_then_strip_and_tflite(
     interpreter.set_tensor(inp["index"], x)
     interpreter.invoke()
     np.testing.assert_allclose(interpreter.get_tensor(out["index"]), keras.ops.convert_to_numpy(plain(x)), atol=1e-5)
+
+
+OTHER_LAYERS = [
+    (lambda: keras.layers.Conv2DTranspose(3, 3), (6, 6, 2)),
+    (lambda: keras.layers.SeparableConv2D(4, 3), (6, 6, 2)),
+    (lambda: keras.layers.GRU(3), (4, 2)),
+    (lambda: keras.layers.SimpleRNN(3), (4, 2)),
+    (lambda: keras.layers.Bidirectional(keras.layers.LSTM(3)), (4, 2)),
+    (lambda: keras.layers.EinsumDense("ab,bc->ac", output_shape=3, bias_axes="c"), (4,)),
+    (lambda: keras.layers.BatchNormalization(), (4,)),
+]
+
+
+def test_other_builtin_layers_keep_masks_through_save_and_load(tmp_path):
+    for index, (make, shape) in enumerate(OTHER_LAYERS):
+        layer = make()
+        inputs = keras.Input(shape)
+        model = keras.Model(inputs, layer(inputs))
+        names = fp.weight_names(layer)
+        assert names, type(layer).__name__
+        for name in names:
+            fp.l1_unstructured(layer, name, amount=0.5)
+        path = str(tmp_path / f"m{index}.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path).layers[-1]
+        for name in names:
+            mask = fp.get_mask(loaded, name)
+            np.testing.assert_array_equal(mask, fp.get_mask(layer, name))
+            assert (mask == 0).sum() == round(mask.size * 0.5), (type(layer).__name__, name)

@@ -2,8 +2,9 @@
 
 A weight is named as users see it: `"kernel"`, `"bias"`, `"embeddings"`, `"recurrent_kernel"`
 (an LSTM's weights live in its cell; the name is the same), `"depthwise_kernel"`... A name must
-be unique among the layer's variables; otherwise it is qualified by the sublayer that owns it,
-e.g. `"forward_lstm/kernel"` in a Bidirectional layer.
+be unique among the layer's variables; otherwise it is qualified by as much of the variable's
+path as needed, e.g. `"forward_lstm/lstm_cell/kernel"` in a Bidirectional layer. Any unique
+trailing part of the path is accepted too, e.g. `"dense/kernel"` when the layer is a model.
 
 The mask is kept by the constraint attribute that the owning layer passes to `add_weight` and
 writes to its config: `kernel_constraint`, `bias_constraint`, `embeddings_constraint`,
@@ -104,16 +105,14 @@ def _candidates(layer: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer
         for variable in _own_variables(owner):
             if np.dtype(keras.backend.standardize_dtype(variable.dtype)).kind == "f":
                 found.append((owner, variable))
-    counts: dict[str, int] = {}
-    for _, variable in found:
-        counts[variable.name] = counts.get(variable.name, 0) + 1
+    paths = [variable.path.split("/") for _, variable in found]
     named = []
-    for owner, variable in found:
-        if counts[variable.name] == 1 or owner is layer:
-            name = variable.name
-        else:
-            name = f"{owner.name}/{variable.name}"
-        named.append((name, owner, variable))
+    for (owner, variable), parts in zip(found, paths):
+        # The shortest trailing part of the path that no other variable of the layer shares.
+        for k in range(1, len(parts) + 1):
+            if sum(other[-k:] == parts[-k:] for other in paths) == 1:
+                break
+        named.append(("/".join(parts[-k:]), owner, variable))
     return named
 
 
