@@ -522,3 +522,43 @@ def test_a_method_returning_a_bad_mask_is_refused():
     with pytest.raises(ValueError, match=r"returned by WrongShape.compute_mask has shape \(3,\)"):
         fp.prune_weight(dense, "kernel", WrongShape())
     _assert_unchanged(dense, snapshot)
+
+
+class ScaleWithConstraint(keras.layers.Layer):
+    def __init__(self, scale_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        self.scale_constraint = keras.constraints.get(scale_constraint)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), name="scale", constraint=self.scale_constraint)
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "scale_constraint": keras.constraints.serialize(self.scale_constraint)}
+
+
+class ScaleWithoutConstraint(keras.layers.Layer):
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+
+def test_custom_layers_need_a_constraint_argument_in_their_config():
+    good = ScaleWithConstraint()
+    good.build((None, 6))
+    good.scale.assign(np.arange(6, dtype=np.float32) - 2.5)
+    fp.l1_unstructured(good, "scale", amount=3)  # |w| = 2.5 1.5 .5 .5 1.5 2.5: of the tied 1.5s, index 1 goes
+    np.testing.assert_array_equal(fp.get_mask(good, "scale"), [1, 0, 0, 0, 1, 1])
+    copy = ScaleWithConstraint.from_config(good.get_config())
+    copy.build((None, 6))
+    np.testing.assert_array_equal(fp.get_mask(copy, "scale"), [1, 0, 0, 0, 1, 1])
+    bad = ScaleWithoutConstraint()
+    bad.build((None, 6))
+    snapshot = _snapshot(bad)
+    with pytest.raises(fp.SerializationError, match=r"no constraint argument.*scale_constraint|<weight>_constraint"):
+        fp.l1_unstructured(bad, "scale", amount=2)
+    _assert_unchanged(bad, snapshot)
