@@ -7,6 +7,8 @@ import json
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tfprune.functional as fp
 
@@ -562,3 +564,37 @@ def test_custom_layers_need_a_constraint_argument_in_their_config():
     with pytest.raises(fp.SerializationError, match=r"no constraint argument.*scale_constraint|<weight>_constraint"):
         fp.l1_unstructured(bad, "scale", amount=2)
     _assert_unchanged(bad, snapshot)
+
+
+OPERATION = st.one_of(
+    st.tuples(st.just("l1"), st.floats(0, 1), st.integers(0, 1)),
+    st.tuples(st.just("l1_count"), st.integers(0, 6), st.integers(0, 1)),
+    st.tuples(st.just("ln"), st.floats(0, 1), st.sampled_from([0, 1, -1])),
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(1, 5),
+    cols=st.integers(1, 5),
+    values=st.lists(st.integers(-3, 3), min_size=25, max_size=25),
+    operations=st.lists(OPERATION, min_size=1, max_size=3),
+)
+def test_random_sequences_of_prunings_match_the_reference(rows, cols, values, operations):
+    """Small integer weights (many ties), any sequence of unstructured and structured prunings."""
+    dense = keras.layers.Dense(cols)
+    dense.build((None, rows))
+    weight = np.array(values[: rows * cols], np.float32).reshape(rows, cols)
+    dense.kernel.assign(weight)
+    mask = np.ones(weight.shape, bool)
+    for kind, amount, axis in operations:
+        alive = int(mask.sum())
+        if kind == "l1_count":
+            amount = min(amount, alive)
+        if kind == "ln":
+            fp.ln_structured(dense, "kernel", amount=amount, n=1, axis=axis)
+            mask = ref_structured(weight * mask, mask, amount, 1, axis)
+        else:
+            fp.l1_unstructured(dense, "kernel", amount=amount)
+            mask = ref_unstructured(weight * mask, mask, amount)
+        _check_applied(dense, "kernel", weight, mask)
