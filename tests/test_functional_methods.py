@@ -279,6 +279,17 @@ def test_structured_ties_prune_lower_slice_index_first():
     assert columns_off == [True, False, True, False]
 
 
+def test_pruning_a_fully_pruned_weight_again():
+    dense = keras.layers.Dense(3)
+    dense.build((None, 2))
+    fp.l1_unstructured(dense, "kernel", amount=1.0)
+    fp.ln_structured(dense, "kernel", amount=0.5, n=2, axis=-1)  # no slice left: nothing to do
+    fp.l1_unstructured(dense, "kernel", amount=0.5)
+    assert (fp.get_mask(dense, "kernel") == 0).all()
+    with pytest.raises(ValueError, match="more slices than the 0"):
+        fp.ln_structured(dense, "kernel", amount=1, n=2, axis=-1)
+
+
 def test_amount_int_versus_float_and_zero():
     dense = keras.layers.Dense(4)
     dense.build((None, 5))
@@ -329,6 +340,16 @@ def test_a_weight_can_be_named_by_its_path_in_a_model():
     _check_applied(layers["lstm"], "recurrent_kernel", before,
                    ref_unstructured(before, np.ones(before.shape, bool), 0.5))
     assert fp.is_pruned(model) and not fp.is_pruned(layers["dense"])
+
+
+def test_identity_re_applies_the_mask_after_set_weights():
+    dense = keras.layers.Dense(3)
+    dense.build((None, 4))
+    fp.l1_unstructured(dense, "kernel", amount=0.5)
+    mask = fp.get_mask(dense, "kernel")
+    dense.set_weights([np.ones((4, 3), np.float32), np.zeros(3, np.float32)])  # bypasses the constraint
+    fp.identity(dense, "kernel")
+    np.testing.assert_array_equal(_value(dense, "kernel"), mask)
 
 
 def test_identity_changes_nothing_but_marks_pruned():

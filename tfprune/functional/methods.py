@@ -161,8 +161,9 @@ def keep_largest(scores: np.ndarray, count: int) -> np.ndarray:
 
 
 def _slice_view(t: np.ndarray, axis: int) -> np.ndarray:
-    """2-D view: one row per slice along `axis`."""
-    return np.moveaxis(t, axis, 0).reshape(t.shape[axis], -1)
+    """2-D view: one row per slice along `axis` (also when there are no slices)."""
+    moved = np.moveaxis(t, axis, 0)
+    return moved.reshape(moved.shape[0], int(np.prod(moved.shape[1:], dtype=np.int64)))
 
 
 def _expand_slices(keep_slices: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
