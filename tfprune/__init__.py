@@ -2,6 +2,7 @@
 
 Magnitude pruning: `prune_low_magnitude`, the schedules, `UpdatePruningStep`, `strip_pruning`.
 Structured pruning: `tfprune.structured` (`prune_filters`, `DependencyGraph`, ...).
+In-place pruning of built layers, `torch.nn.utils.prune` style: `tfprune.functional`.
 Per-layer knowledge: `tfprune.layers` (`register_layer` gives a custom layer every capability).
 Export: `strip_checkpoint` and the `tfprune-strip` command.
 
@@ -12,7 +13,19 @@ Example:
     >>> plain = tfprune.strip_pruning(pruned)
 """
 
-from tfprune import analysis, distill, export, global_pruning, layers, m_by_n, masks, sparsity, structured, summary
+from tfprune import (
+    analysis,
+    distill,
+    export,
+    functional,
+    global_pruning,
+    layers,
+    m_by_n,
+    masks,
+    sparsity,
+    structured,
+    summary,
+)
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep, sparsity_report
 from tfprune.export import TFCheckpointWriter, format_report, strip_checkpoint
 from tfprune.global_pruning import GlobalPruningGroup, relink_global_pruning
@@ -60,6 +73,7 @@ __all__ = [
     "export",
     "format_report",
     "format_sparsity_table",
+    "functional",
     "get_pruning_hparams",
     "global_magnitude_masks",
     "global_pruning",

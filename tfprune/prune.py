@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import keras
 
+from tfprune import functional
 from tfprune import layers as layer_registry
 from tfprune.global_pruning import relink_global_pruning
 from tfprune.hparams import PruningHParams, as_hparams
@@ -159,7 +160,8 @@ def _stripped_layer(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
 
 
 def strip_pruning(model: Any) -> Any:
-    """Removes pruning wrappers: plain layers of the original classes and names, masks baked in.
+    """Removes pruning wrappers: plain layers of the original classes and names, masks baked in
+    (functional masks of `tfprune.functional` too).
 
     Sequential and functional models (nested included) are cloned; a subclassed model is
     stripped in place (its wrapper attributes are replaced by the plain layers) and returned.
@@ -170,7 +172,9 @@ def strip_pruning(model: Any) -> Any:
         >>> plain.save("model.keras")  # loads without tfprune
     """
     if isinstance(model, PruneLowMagnitude):
-        return _stripped_layer(model)
+        layer = _stripped_layer(model)
+        functional.remove_all(layer)
+        return layer
     if not isinstance(model, keras.Model):
         raise ValueError(f"`strip_pruning` expects a keras.Model or a PruneLowMagnitude; received {type(model).__name__}.")
     if is_graph_model(model):
@@ -182,8 +186,11 @@ def strip_pruning(model: Any) -> Any:
                 return strip_pruning(layer), True
             return copy_layer(layer), False
 
-        return _clone_graph_model(model, transform)
+        plain = _clone_graph_model(model, transform)
+        functional.remove_all(plain)
+        return plain
     _strip_in_place(model)
+    functional.remove_all(model)
     return model
 
 

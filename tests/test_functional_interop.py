@@ -1,0 +1,28 @@
+"""Functional masks meet the rest of tfprune: strip_pruning bakes them in, import tfprune registers them."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+import tfprune
+import tfprune.functional as fp
+
+
+def test_strip_pruning_bakes_functional_masks_into_plain_layers(tmp_path):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="a"), keras.layers.Dense(2, name="b")])
+    fp.l1_unstructured(model.get_layer("a"), "kernel", amount=0.5)
+    wrapped = tfprune.prune_low_magnitude(model, pruning_schedule=tfprune.ConstantSparsity(0.5, 0))
+    plain = tfprune.strip_pruning(wrapped)
+    assert not fp.is_pruned(plain)
+    assert int((plain.get_layer("a").kernel.numpy() == 0).sum()) == 24
+    assert plain.get_layer("a").get_config()["kernel_constraint"] is None
+    # no wrapper at all: still plain afterwards
+    plain2 = tfprune.strip_pruning(model)
+    assert not fp.is_pruned(plain2) and fp.is_pruned(model)
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+    np.testing.assert_allclose(plain2(x), model(x), atol=1e-6)
+
+
+def test_functional_is_exported():
+    assert tfprune.functional is fp and "functional" in tfprune.__all__
