@@ -19,11 +19,18 @@ from tfprune.sparsity import format_sparsity_table, weight_rows
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
-    """Required in `fit`: starts the pruning step, re-applies masks at each epoch end.
+    """Required in `fit`: starts the pruning step, re-applies masks at each epoch end, and checks at the
+    end of training that every wrapper was trained.
 
-    The step lives in each wrapper's `pruning_step` variable (saved with the model), so
-    training resumed from a checkpoint continues the schedule where it stopped. Each training
-    call of a wrapper advances its step by one; the first training batch is step 1.
+    The step lives in each wrapper's `pruning_step` variable (saved with the model), so training resumed
+    from a checkpoint continues the schedule where it stopped. Each training call of a wrapper advances
+    its step by one; the first training batch is step 1.
+
+    Subclassed models: Keras does not pass `training` to a model whose `call` has no `training`
+    argument, so while `fit` trains, this callback tells the wrappers that a call without a flag is a
+    training call (validation inside `fit` is not). Wrappers built by the first batch start on time too.
+    If a wrapper's step did not advance during `fit` (a layer never called in training), `on_train_end`
+    raises an error naming it instead of leaving the model unpruned in silence.
 
     Custom training loop:
         >>> step_callback = UpdatePruningStep()
@@ -39,18 +46,63 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def __init__(self) -> None:
         super().__init__()
         self.wrappers: list = []
+        self._start_steps: dict[int, int] = {}
+        self._in_fit = False
+
+    def _set_fit_training(self, value: bool) -> None:
+        for wrapper in collect_wrappers(self.model):
+            wrapper.fit_is_training = value
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.wrappers = collect_wrappers(self.model)
         relink_global_pruning(self.model)
+        self._start_steps = {}
         for wrapper in self.wrappers:
-            if wrapper.built and int(keras.ops.convert_to_numpy(wrapper.pruning_step)) < 0:
-                wrapper.pruning_step.assign(0)
+            if wrapper.built:
+                step = int(keras.ops.convert_to_numpy(wrapper.pruning_step))
+                if step < 0:
+                    wrapper.pruning_step.assign(0)
+                self._start_steps[id(wrapper)] = max(step, 0)
+            else:
+                self._start_steps[id(wrapper)] = 0
+        # `fit` calls `on_train_batch_begin`; a custom loop that only calls `on_train_begin` does not.
+        self._in_fit = False
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+    def on_train_batch_begin(self, batch: int | None = None, logs: dict | None = None) -> None:
+        if not self._in_fit:
+            self._in_fit = True
+            self._set_fit_training(True)
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._in_fit:
+            self._set_fit_training(False)
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        if self._in_fit:
+            self._set_fit_training(True)
+
+    def on_epoch_end(self, epoch: int | None = None, logs: dict | None = None, batch: int | None = None) -> None:
+        """Zeroes stored pruned weights (`batch=` is accepted for tfmot's keyword name)."""
         for wrapper in self.wrappers:
             if wrapper.built:
                 wrapper.apply_masks()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if not self._in_fit:
+            return
+        self._in_fit = False
+        self._set_fit_training(False)
+        untrained = [
+            wrapper.name for wrapper in collect_wrappers(self.model)
+            if not wrapper.built
+            or int(keras.ops.convert_to_numpy(wrapper.pruning_step)) <= self._start_steps.get(id(wrapper), 0)
+        ]
+        if untrained:
+            raise RuntimeError(
+                f"Pruning wrappers {untrained} were never called in training, so they were not pruned. Fix: "
+                "call every wrapped layer in the model's `call` on the training path (pass `training` on to "
+                "layers that take it), or leave unused layers unwrapped."
+            )
 
 
 def sparsity_report(model: keras.layers.Layer) -> list[dict]:

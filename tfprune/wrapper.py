@@ -175,6 +175,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # The strategy that updates the masks (tfprune.mask_rules). Global pruning: a
         # tfprune.global_pruning.GlobalPruningGroup, set by relink_global_pruning.
         self.mask_rule: MaskRule = UnlinkedGlobalRule() if self.global_pruning else LayerMaskRule()
+        # Set by UpdatePruningStep while `fit` runs training batches: a call without a `training`
+        # flag then counts as a training call. Keras does not pass `training` into a subclassed model
+        # whose `call` takes no `training` argument, so its layers would never see training=True.
+        self.fit_is_training = False
 
     # Building -------------------------------------------------------------------------
     def build(self, input_shape: Any = None) -> None:
@@ -209,11 +213,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     aggregation="only_first_replica",
                 )
             )
+        # -1 means "UpdatePruningStep has not started training"; a wrapper first built inside `fit`
+        # (a subclassed model built by its first batch) starts at 0, as on_train_begin would have set it.
+        start = 0 if self.fit_is_training else -1
         self.pruning_step = self.add_weight(
             name="pruning_step",
             shape=(),
             dtype="int64",
-            initializer=keras.initializers.Constant(-1),
+            initializer=keras.initializers.Constant(start),
             trainable=False,
             aggregation="only_first_replica",
         )
@@ -272,7 +279,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             weight.assign(tf.convert_to_tensor(weight) * tf.convert_to_tensor(mask))
 
     def call(self, inputs: Any, *args: Any, training: Any = None, **kwargs: Any) -> Any:
-        if training is not None and not isinstance(training, bool):
+        if training is None and self.fit_is_training:
+            self._training_update()
+        elif training is not None and not isinstance(training, bool):
 
             def conditional_update(flag: Any) -> None:
                 tf.cond(tf.cast(flag, tf.bool), lambda: (self._training_update(), tf.constant(0))[1],
