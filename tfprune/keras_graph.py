@@ -339,8 +339,8 @@ def clone_graph_model(model: keras.Model, transform: Transform,
 
     clone = keras.models.clone_model(model, input_tensors=fresh_inputs(model), clone_function=clone_function)
     for old, new, has_weights in pairs:
-        if has_weights:
-            continue
+        if has_weights or not isinstance(old, keras.layers.Layer) or not old.weights:
+            continue  # keras.ops operations in a functional graph (`x + y`) have no weights
         if copy_weights is not None:
             copy_weights(old, new)
         else:

@@ -28,6 +28,17 @@ from tfprune import masks as mask_lib
 __all__ = ["MaskRule", "LayerMaskRule"]
 
 
+def keep_one(sparsity: Any, weight: tf.Tensor) -> tf.Tensor:
+    """`sparsity`, lowered where needed so that at least one entry of `weight` is kept (as tfmot does:
+    `ConstantSparsity(0.99)` on a 40-entry kernel keeps 1, not 0)."""
+    size = int(weight.shape.num_elements() or 0)
+    sparsity = tf.cast(sparsity, tf.float64)
+    if size <= 1:
+        return tf.minimum(sparsity, 0.0)
+    # the largest sparsity whose half-to-even count leaves one entry
+    return tf.minimum(sparsity, (size - 1.0) / size)
+
+
 class MaskRule:
     """Base class: decides in the training call whether and how the masks of a wrapper change."""
 
@@ -60,7 +71,7 @@ class LayerMaskRule(MaskRule):
         block = wrapper.weight_blocks[index]
         if block != (1, 1):
             return mask_lib.block_magnitude_mask(weight, sparsity, block_size=block, pooling=wrapper.weight_pooling)
-        mask, threshold = mask_lib.magnitude_mask(weight, sparsity)
+        mask, threshold = mask_lib.magnitude_mask(weight, keep_one(sparsity, weight))
         if wrapper.threshold_decay > 0:
             decay = wrapper.threshold_decay
             threshold = decay * wrapper.thresholds[index] + (1.0 - decay) * threshold

@@ -159,6 +159,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if not layer_registry.is_prunable(layer):
             raise layer_registry.UnsupportedLayerError(layer_registry.unsupported_message(layer))
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        # `prune_low_magnitude(Conv2D(..., input_shape=...))` as the first layer of a Sequential: the
+        # wrapper carries the input shape, as tfmot's does, so the Sequential builds from it.
+        inner_shape = getattr(layer, "_input_shape_arg", None)
+        if inner_shape is not None and "input_shape" not in kwargs and "batch_input_shape" not in kwargs:
+            kwargs["input_shape"] = tuple(inner_shape)
         kwargs["autocast"] = False  # weights and masks are read in their own dtype
         super().__init__(layer, **kwargs)
         self.pruning_schedule = validate_schedule(pruning_schedule)
@@ -233,6 +238,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             aggregation="only_first_replica",
         )
         self._resolve_per_weight_settings()
+        if not callable(getattr(type(self.layer), "get_prunable_weights", None)):
+            # tfmot gives every built-in layer `get_prunable_weights()`; so does the wrapper
+            self.layer.get_prunable_weights = lambda: list(self.pruned_weights)
         self.built = True
 
     def _resolve_per_weight_settings(self) -> None:
@@ -254,6 +262,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"Layer '{self.layer.name}': threshold_decay > 0 is supported only with 1x1 blocks; "
                 "set threshold_decay=0 or block dims 1x1."
             )
+
+    @property
+    def pruning_vars(self) -> list[tuple[Any, Any, Any]]:
+        """`(weight, mask, threshold)` of every pruned weight, as tfmot's wrapper lists them."""
+        return list(zip(self.pruned_weights, self.masks, self.thresholds))
 
     # Training -------------------------------------------------------------------------
     def target_sparsities(self, step: Any = None) -> list[tf.Tensor]:

@@ -77,7 +77,8 @@ def supported_layer_classes() -> list[str]:
 
 
 def _is_custom_prunable(layer: Any) -> bool:
-    return callable(getattr(layer, "get_prunable_weights", None))
+    # the class's method: the one a wrapper adds to a wrapped built-in layer does not count
+    return callable(getattr(type(layer), "get_prunable_weights", None))
 
 
 def is_prunable(layer: Any) -> bool:
