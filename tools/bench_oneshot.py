@@ -20,7 +20,7 @@ Python/numpy memory allocated while pruning (tracemalloc: statistics and pruning
 buffers are not counted; SparseGPT only), and for the LM the pruning time in dense forward passes over the calibration data.
 
 Usage:
-    python tools/bench_oneshot.py [--layers 4] [--width 128] [--steps 600] [--model_cache DIR]
+    python tools/bench_oneshot.py [--layers 2] [--width 128] [--steps 500] [--model_cache DIR]
         [--markdown tools/results/bench_oneshot.md] [--readme README.md] [--quick]
 
 Prints the table, then one JSON line with every number.
@@ -139,7 +139,7 @@ def train_lm(args, train_codes: np.ndarray) -> keras.Model:
 
     spec = (tf.TensorSpec((args.batch_size, args.context), tf.int32),) * 2
     data = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
-    chunk = max(1, args.steps // 10)
+    chunk = max(1, args.steps // 25)
     start = time.perf_counter()
     for done in range(0, args.steps, chunk):
         steps = min(chunk, args.steps - done)
@@ -360,16 +360,16 @@ def format_table(summary: dict, args) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--calibration", type=int, default=128, help="calibration windows")
+    parser.add_argument("--calibration", type=int, default=64, help="calibration windows")
     parser.add_argument("--prune_batch", type=int, default=32, help="calibration batch size")
-    parser.add_argument("--eval_chars", type=int, default=65536)
+    parser.add_argument("--eval_chars", type=int, default=32768)
     parser.add_argument("--mnist_train", type=int, default=8000)
     parser.add_argument("--mnist_epochs", type=int, default=3)
     parser.add_argument("--mnist_calibration", type=int, default=512, help="MNIST calibration images")
