@@ -188,6 +188,7 @@ class Subclassed(keras.Model):
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"calibration_data": np.ones((4, 7))}, ValueError, r"shape \(4, 7\); the model expects \(None, 6\)"),
     ({"calibration_data": {"wrong": np.ones((4, 6))}}, ValueError, "Fix: key the arrays by input name"),
+    ({"calibration_data": [np.ones((4, 6))] * 3}, TypeError, r"iter\(list_of_batches\)"),
     ({"layers": ["a", "nope"]}, ValueError, r"names \['nope'\]"),
     ({"layers": "a"}, TypeError, "list of layer names"),
     ({"sparsity": 1.0}, ValueError, r"\[0, 1\)"),
@@ -255,3 +256,16 @@ def test_one_shot_zeros_survive_prune_low_magnitude_fine_tuning_and_strip(tmp_pa
     one_shot.save(path)
     reloaded = keras.models.load_model(path)
     np.testing.assert_array_equal(reloaded.get_layer("a").kernel.numpy() == 0, zeros["a"])
+
+
+def test_a_layer_called_twice_per_forward_pass_records_both_calls():
+    keras.utils.set_random_seed(9)
+    shared = L.Dense(6, name="shared")
+    x_in = keras.Input((6,))
+    model = keras.Model(x_in, L.Dense(2, name="out")(shared(L.Activation("tanh")(shared(x_in)))))
+    x = np.random.default_rng(9).normal(size=(12, 6)).astype("float32")
+    pruned = oneshot.prune(model, x, method="wanda", sparsity=0.5, layers=["shared"], batch_size=4, verbose=False)
+    w, b = model.get_layer("shared").get_weights()
+    second = np.tanh(x @ w + b)
+    expected = wanda_reference(w, np.concatenate([x, second]), 3)
+    np.testing.assert_array_equal(pruned.get_layer("shared").kernel.numpy(), expected)

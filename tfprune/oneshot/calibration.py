@@ -1,8 +1,8 @@
 """Calibration data as a re-iterable stream of model-input batches, checked against the model's inputs,
 and the recording of a layer's call inputs while the model runs.
 
-Accepted data: a numpy array or tensor (or a list/tuple/dict of them for several inputs; `(x, y)` pairs
-are read as `x`), split into batches of `batch_size`; a `tf.data.Dataset` (already batched; elements `x`,
+Accepted data: a numpy array or tensor (a list or dict of them for several inputs; an `(x, y)` or
+`(x, y, w)` tuple is read as `x`), split into batches of `batch_size`; a `tf.data.Dataset` (already batched; elements `x`,
 `(x, y)` or `(x, y, w)`), iterated anew on every pass; a callable returning a fresh iterator of batches,
 called on every pass; or any other iterable/generator, read once and its batches kept in memory.
 
@@ -78,6 +78,12 @@ class CalibrationSource:
         elif _is_array(data) or isinstance(data, dict) or (
             isinstance(data, (list, tuple)) and data and all(_is_array(v) or isinstance(v, (list, dict)) for v in data)
         ):
+            if isinstance(data, list) and num_inputs == 1 and len(data) > 1:
+                raise TypeError(
+                    f"`calibration_data` is a list of {len(data)} arrays, which is read as one array per model input, "
+                    "but the model has one input. Fix: pass one array, an `(x, y)` tuple, or `iter(list_of_batches)` "
+                    "for a list of batches."
+                )
             arrays = _features(data, num_inputs) if not _is_array(data) else data
             self._arrays = arrays
             if _length(arrays) == 0:

@@ -4,7 +4,7 @@ The model is cloned; the clone's supported layers are pruned in call order. Befo
 layers whose inputs do not depend on each other, such as an attention layer's query/key/value projections)
 is pruned, the calibration batches run through the clone, whose earlier layers are already pruned, and
 the layer's inputs are reduced to the statistics its method needs (column norms for Wanda, `X^T X` for
-SparseGPT). Activations are never stored.
+SparseGPT); the forward pass stops at the last layer of the group. Activations are never stored.
 
     >>> pruned, report = prune_with_report(model, x_calib, method="wanda", sparsity=0.5, verbose=False)
 """
@@ -238,26 +238,45 @@ def prune_with_report(
     return clone, reports
 
 
+class _StopForward(BaseException):
+    """Raised by a recorder once every layer of the pass has its input: the rest of the model is not needed."""
+
+
 def _capture(model: keras.Model, group: list[_Target], method: str, source: CalibrationSource | None,
              verbose: bool) -> tuple[dict, float]:
-    """One pass of the calibration data through `model`, reducing each target's inputs to its statistics."""
+    """One pass of the calibration data through `model`, reducing each target's inputs to its statistics.
+
+    The first batch runs through the whole model and counts the calls of each target; when each is called
+    once per forward pass, later batches stop as soon as the last target has recorded its input.
+    """
     if method == "magnitude":
         return {}, 0.0
     start = time.perf_counter()
     accumulator = HessianAccumulator if method == "sparsegpt" else InputNormAccumulator
     stats = {t.path: accumulator(t.view.inputs) for t in group}
+    calls = {t.path: 0 for t in group}
+    state = {"stop_early": False}
 
     def recorder(target: _Target):
         def record(x: Any) -> None:
             rows = target.view.rows(x)
             for begin in range(0, rows.shape[0], 16384):
                 stats[target.path].update(rows[begin:begin + 16384])
+            calls[target.path] += 1
+            if state["stop_early"] and all(calls.values()):
+                raise _StopForward()
         return record
 
     batches = 0
     with recording_inputs([(t.view.layer, recorder(t)) for t in group]):
         for batch in source.batches():
-            model(batch, training=False)
+            calls.update(dict.fromkeys(calls, 0))
+            try:
+                model(batch, training=False)
+            except _StopForward:
+                pass
+            if batches == 0:
+                state["stop_early"] = all(count == 1 for count in calls.values())
             batches += 1
     seconds = time.perf_counter() - start
     _progress(verbose, f"calibration pass for {', '.join(t.path for t in group)}: {batches} batches, {seconds:.2f}s")
