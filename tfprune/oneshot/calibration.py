@@ -22,7 +22,9 @@ import tensorflow as tf
 
 
 def _is_array(value: Any) -> bool:
-    return isinstance(value, (np.ndarray, tf.Tensor)) or hasattr(value, "__array__") and not isinstance(value, (list, tuple, dict))
+    if isinstance(value, (np.ndarray, tf.Tensor)):
+        return True
+    return hasattr(value, "__array__") and not isinstance(value, (list, tuple, dict))
 
 
 def _features(element: Any, num_inputs: int) -> Any:

@@ -27,6 +27,7 @@ from tfprune.oneshot.sparsegpt import HessianAccumulator, check_sparsegpt_option
 from tfprune.oneshot.wanda import InputNormAccumulator, wanda_prune
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
+_LINEAR_TYPES = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D, keras.layers.Conv2D)
 
 
 @dataclasses.dataclass
@@ -80,7 +81,7 @@ def _candidates(model: keras.Model) -> list[tuple[str, keras.layers.Layer, bool]
     for path, layer in _walk(model):
         if isinstance(layer, keras.layers.MultiHeadAttention):
             found += [(f"{path}/{name}", part, True) for name, part in attention_projections(layer)]
-        elif isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D, keras.layers.Conv2D)):
+        elif isinstance(layer, _LINEAR_TYPES):
             found.append((path, layer, False))
     return found
 
@@ -133,8 +134,10 @@ def _clone(model: keras.Model) -> keras.Model:
     try:
         clone = keras.models.clone_model(model)
     except Exception as err:  # custom layers without a working get_config/from_config
-        raise TypeError(f"Model '{model.name}' could not be cloned ({type(err).__name__}: {err}). Fix: give its "
-                        "custom layers `get_config` and register them with keras.saving.register_keras_serializable.") from err
+        raise TypeError(
+            f"Model '{model.name}' could not be cloned ({type(err).__name__}: {err}). Fix: give its custom layers "
+            "`get_config` and register them with keras.saving.register_keras_serializable."
+        ) from err
     clone.set_weights(model.get_weights())
     return clone
 

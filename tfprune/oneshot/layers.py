@@ -75,7 +75,8 @@ def _einsum_view(layer: keras.layers.Layer) -> LinearView:
     operands, output = equation.split("->")
     x_spec, k_spec = operands.split(",")
     x_letters = x_spec.replace("...", "")
-    if "..." in k_spec or "..." in output.replace("...", "", 1) or (x_spec.count("...") and not x_spec.startswith("...")):
+    misplaced = x_spec.count("...") and not x_spec.startswith("...")
+    if "..." in k_spec or "..." in output.replace("...", "", 1) or misplaced:
         raise UnsupportedOneShotLayer(f"EinsumDense '{layer.name}': equation '{equation}' uses an ellipsis in the "
                                       "kernel or inside the input. Fix: leave this layer out of `layers`.")
     contracted = [c for c in x_letters if c in k_spec and c not in output]
@@ -106,7 +107,7 @@ def linear_view(layer: keras.layers.Layer) -> LinearView:
         raise UnsupportedOneShotLayer(f"Layer '{layer.name}' has LoRA or quantization enabled. Fix: merge or "
                                       "disable it (or leave the layer out of `layers`).")
     shape = tuple(int(d) for d in getattr(layer, "kernel").shape) if hasattr(layer, "kernel") else ()
-    if type(layer) is keras.layers.Dense or isinstance(layer, keras.layers.Dense):
+    if isinstance(layer, keras.layers.Dense):
         return LinearView(layer, shape, (0, 1), shape[0])
     if isinstance(layer, keras.layers.EinsumDense):
         return _einsum_view(layer)

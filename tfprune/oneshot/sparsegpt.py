@@ -174,5 +174,5 @@ def reconstruction_error(hessian: np.ndarray, weights: np.ndarray, pruned: np.nd
     h = np.asarray(hessian, np.float64)
     delta = np.asarray(weights, np.float64) - np.asarray(pruned, np.float64)
     w = np.asarray(weights, np.float64)
-    denominator = float(np.einsum("io,ij,jo->", w, h, w))
-    return float(np.einsum("io,ij,jo->", delta, h, delta)) / max(denominator, np.finfo(np.float64).tiny)
+    denominator = float(np.sum(w * (h @ w)))
+    return float(np.sum(delta * (h @ delta))) / max(denominator, np.finfo(np.float64).tiny)
