@@ -269,3 +269,18 @@ def test_a_layer_called_twice_per_forward_pass_records_both_calls():
     second = np.tanh(x @ w + b)
     expected = wanda_reference(w, np.concatenate([x, second]), 3)
     np.testing.assert_array_equal(pruned.get_layer("shared").kernel.numpy(), expected)
+
+
+def test_layers_that_are_not_a_matrix_product_over_trailing_inputs_are_named_in_the_error():
+    x_in = keras.Input((4, 6, 4))
+    x = L.Conv2D(4, 1, groups=2, name="grouped")(x_in)
+    x = L.DepthwiseConv2D(3, name="depthwise")(x)
+    x = L.EinsumDense("abcd,bf->acdf", output_shape=(None, 4, 3), name="middle_axis")(x)
+    x = L.Dense(2, name="last")(x)
+    model = keras.Model(x_in, x)
+    data = np.ones((2, 4, 6, 4), "float32")
+    for name, match in (("grouped", "groups=2"), ("depthwise", "not supported"), ("middle_axis", "trailing axes")):
+        with pytest.raises(oneshot.UnsupportedOneShotLayer, match=match):
+            oneshot.prune(model, data, method="wanda", sparsity=0.5, layers=[name], verbose=False)
+    pruned, report = oneshot.prune_with_report(model, data, method="wanda", sparsity=0.5, verbose=False)
+    assert [r.path for r in report] == ["last"]

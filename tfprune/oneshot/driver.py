@@ -103,6 +103,11 @@ def _plan(model: keras.Model, layers: Sequence[str] | None, m_by_n: tuple[int, i
         if unknown:
             raise ValueError(f"`layers` names {unknown}, which model '{model.name}' does not have. "
                              f"Its layers: {every}. Fix: use these names (nested: 'outer/inner').")
+        candidates = _candidates(model)
+        for path, layer in _walk(model):
+            named = path in layers or path.rsplit("/", 1)[-1] in layers
+            if named and not any(c[1] is layer or c[0].startswith(path + "/") for c in candidates):
+                linear_view(layer)  # raises UnsupportedOneShotLayer naming the layer and the supported types
     targets, skipped, stage, previous_attention = [], [], -1, None
     for path, layer, in_attention in _candidates(model):
         leaf = path.rsplit("/", 1)[-1] if not in_attention else path.rsplit("/", 2)[-2]
