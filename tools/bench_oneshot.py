@@ -156,7 +156,11 @@ def load_or_train_lm(args, train_codes: np.ndarray) -> tuple[keras.Model, float]
     if path and os.path.exists(path):
         model = build_lm(args.layers, args.width, args.heads, args.context)
         model.load_weights(path)
-        return model, 0.0
+        seconds = math.nan
+        if os.path.exists(path + ".json"):
+            with open(path + ".json") as handle:
+                seconds = json.load(handle)["train_seconds"]
+        return model, seconds
     start = time.perf_counter()
     model = train_lm(args, train_codes)
     seconds = time.perf_counter() - start
@@ -164,6 +168,7 @@ def load_or_train_lm(args, train_codes: np.ndarray) -> tuple[keras.Model, float]
         os.makedirs(args.model_cache, exist_ok=True)
         model.save_weights(path + ".tmp.weights.h5")
         os.replace(path + ".tmp.weights.h5", path)
+        write_atomic(path + ".json", json.dumps({"train_seconds": seconds}))
     return model, seconds
 
 
@@ -336,7 +341,7 @@ def format_table(summary: dict, args) -> str:
         f"`python tools/bench_oneshot.py` (2 CPU cores, shared: the time columns were measured under load). "
         f"Character-level LM: {args.layers} pre-norm blocks, width {args.width}, {args.heads} heads, MLP "
         f"{4 * args.width}, context {args.context}, {lm['params'] / 1e6:.2f}M parameters, {args.steps} AdamW steps "
-        f"of {args.batch_size}x{args.context} characters on {lm['train_files']} top-level standard-library modules "
+        f"of {args.batch_size}x{args.context} characters ({lm['train_seconds'] / 60:.0f} min under load) on {lm['train_files']} top-level standard-library modules "
         f"({lm['train_chars'] / 1e6:.2f}M characters; all `*.py` in `sysconfig.get_paths()['stdlib']` except "
         f"{', '.join(HELD_OUT)}); perplexity on the first {lm['eval_chars']:,} characters of the held-out "
         f"{', '.join(HELD_OUT)}. Calibration: {args.calibration} random training windows ({lm['calibration_tokens']:,} "
