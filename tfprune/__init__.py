@@ -2,6 +2,7 @@
 
 Magnitude pruning: `prune_low_magnitude`, the schedules, `UpdatePruningStep`, `strip_pruning`.
 Structured pruning: `tfprune.structured` (`prune_filters`, `DependencyGraph`, ...).
+One-shot pruning from calibration data (magnitude, Wanda, SparseGPT): `tfprune.oneshot`.
 In-place pruning of built layers, `torch.nn.utils.prune` style: `tfprune.functional`.
 Per-layer knowledge: `tfprune.layers` (`register_layer` gives a custom layer every capability).
 Export: `strip_checkpoint` and the `tfprune-strip` command.
@@ -22,6 +23,7 @@ from tfprune import (
     layers,
     m_by_n,
     masks,
+    oneshot,
     sparsity,
     structured,
     summary,
@@ -84,6 +86,7 @@ __all__ = [
     "m_by_n_violations",
     "magnitude_mask",
     "masks",
+    "oneshot",
     "prune_filters",
     "prune_low_magnitude",
     "prune_scope",

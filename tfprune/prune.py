@@ -70,7 +70,8 @@ def prune_low_magnitude(
     """Wraps a layer, a list of layers, or every prunable layer of a model for magnitude pruning.
 
     Args:
-        to_prune: a `keras.layers.Layer`, a list of layers, or a built Sequential or functional
+        to_prune: a `keras.layers.Layer`, a list of layers (known layers with nothing to prune, such
+            as pooling or Flatten, are returned as they are), or a built Sequential or functional
             model (nested models included). Models are cloned: the original keeps its weights.
             A single layer is wrapped as is (its weights are shared with the wrapper), which is
             how layers inside subclassed models are pruned.
@@ -79,7 +80,7 @@ def prune_low_magnitude(
         block_pooling_type: 'AVG' or 'MAX', how a block's magnitude is pooled.
         pruning_hparams: contrib hyper-parameters (`PruningHParams`, `"k=v,..."` or dict) used
             instead of `pruning_schedule`, `block_size` and `block_pooling_type`.
-        sparsity_m_by_n: `(M, N)`: keep at most M non-zeros in every N consecutive input channels.
+        sparsity_m_by_n: `(M, N)`: M-by-N sparsity along the input channels (see `tfprune.masks.m_by_n_mask`).
         global_pruning: rank all pruned weights of the model together (one threshold).
         max_layer_sparsity: with `global_pruning`, the most any one weight may be pruned.
 
@@ -96,12 +97,19 @@ def prune_low_magnitude(
         validate_global(params["block_size"], params["sparsity_m_by_n"])
         params.update(global_pruning=True, max_layer_sparsity=validate_max_layer_sparsity(max_layer_sparsity))
     if isinstance(to_prune, (list, tuple)):
-        result: Any = [_prune_one(item, params) for item in to_prune]
+        result: Any = [item if _passes_through(item) else _prune_one(item, params) for item in to_prune]
     else:
         result = _prune_one(to_prune, params)
     if is_global:
         relink_global_pruning(result)  # the list or the model is one group
     return result
+
+
+def _passes_through(item: Any) -> bool:
+    """A layer of a list that is left as it is: a known layer type with nothing to prune (pooling,
+    Flatten, BatchNormalization, ...)."""
+    return (isinstance(item, keras.layers.Layer) and not isinstance(item, (keras.Model, PruneLowMagnitude))
+            and not layer_registry.is_prunable(item) and layer_registry.lookup(type(item)) is not None)
 
 
 def _prune_one(to_prune: Any, params: dict) -> Any:

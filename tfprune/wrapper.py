@@ -186,12 +186,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.fit_is_training = False
 
     # Building -------------------------------------------------------------------------
-    def build(self, input_shape: Any = None) -> None:
+    def build(self, input_shape: Any = None, **shapes: Any) -> None:
         if not self.layer.built:
             if isinstance(self.layer, keras.layers.MultiHeadAttention):
-                self.layer.build(input_shape, input_shape)
+                # called as mha(query, value) or mha(query=..., value=...) (tfmot's example)
+                query = shapes.get("query_shape", input_shape)
+                value = shapes.get("value_shape", query)
+                self.layer.build(query, value, shapes.get("key_shape"))
+            elif input_shape is None and len(shapes) == 1:
+                self.layer.build(next(iter(shapes.values())))
             else:
-                self.layer.build(input_shape)
+                self.layer.build(input_shape, **shapes) if shapes else self.layer.build(input_shape)
         pairs = layer_registry.prunable_weights(self.layer)
         self.weight_labels = [label for label, _ in pairs]
         self.pruned_weights = [variable for _, variable in pairs]
@@ -291,7 +296,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for weight, mask in zip(self.pruned_weights, self.masks):
             weight.assign(tf.convert_to_tensor(weight) * tf.convert_to_tensor(mask))
 
-    def call(self, inputs: Any, *args: Any, training: Any = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.built and not args and isinstance(self.layer, keras.layers.MultiHeadAttention):
+            # keyword-only call (`mha(query=x, value=x)`): Keras builds from positional inputs only
+            shapes = {f"{name}_shape": tuple(kwargs[name].shape) for name in ("query", "value", "key")
+                      if kwargs.get(name) is not None}
+            self.build(**shapes)
+        return super().__call__(*args, **kwargs)
+
+    def call(self, inputs: Any = None, *args: Any, training: Any = None, **kwargs: Any) -> Any:
         if training is None and self.fit_is_training:
             self._training_update()
         elif training is not None and not isinstance(training, bool):
@@ -315,7 +328,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for weight, mask in zip(self.pruned_weights, self.masks)
         ]
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, *args, training=training, **kwargs)
+            positional = (inputs,) + args if inputs is not None else args  # keyword-only calls (query=...)
+            outputs = self.layer(*positional, training=training, **kwargs)
         self._apply_scope_updates(scope)
         return outputs
 
