@@ -115,7 +115,7 @@ class _Folder:
         self.copies: list[tuple[Any, Any]] = []  # (old layer, new layer) whose weights must be set
         self.models: dict[int, keras.Model] = {}
 
-    def clone_layer(self, layer):
+    def clone_layer(self, layer: Any) -> Any:
         if as_functional(layer) is not None:  # nested Sequential/functional model: fold inside it
             if id(layer) not in self.models:
                 self.models[id(layer)] = self.fold_model(layer)
@@ -129,7 +129,7 @@ class _Folder:
         self.copies.append((layer, new))
         return new
 
-    def call_layer(self, layer, *args, **kwargs):
+    def call_layer(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
         if id(layer) in self.folded_bns:
             return args[0]
         return layer(*args, **kwargs)

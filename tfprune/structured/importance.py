@@ -9,7 +9,7 @@ Example:
     >>> imp = get_importance("fpgm", group_reduction="max")
     >>> scores = imp.group_scores(graph, graph.groups[0])
     >>> class Ones(Importance):                        # a custom criterion
-    ...     def layer_scores(self, rec):
+    ...     def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     ...         return [(rec.slots["out"], np.ones(len(rec.slots["out"])))] if self.is_producer(rec) else []
 """
 
@@ -40,14 +40,14 @@ class Importance:
         """Hook run once before scoring (e.g. to compute gradients)."""
 
     @staticmethod
-    def is_producer(rec) -> bool:
+    def is_producer(rec: Any) -> bool:
         return rec.handler.is_producer(rec) and rec.handler.filter_weight(rec.layer) is not None
 
-    def layer_scores(self, rec) -> list[tuple[np.ndarray, np.ndarray]]:
+    def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(channel labels, scores)] for one layer record; [] if this layer gives no opinion."""
         raise NotImplementedError
 
-    def group_scores(self, graph, group, cache: dict | None = None) -> np.ndarray:
+    def group_scores(self, graph: Any, group: Any, cache: dict | None = None) -> np.ndarray:
         """One score per unit of `group` (NaN where no layer gives one). `cache` (a dict shared
         across groups) avoids scoring a layer again for each group it touches."""
         units = group.units
@@ -82,7 +82,7 @@ class Importance:
 class _FilterCriterion(Importance):
     """Scores producers from their (output channels, fan-in) filter matrix."""
 
-    def layer_scores(self, rec):
+    def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         if not self.is_producer(rec):
             return []
         filters = rec.handler.filters(rec.layer).astype(np.float64)
@@ -104,7 +104,7 @@ class MagnitudeImportance(_FilterCriterion):
         self.p = p
         self.name = f"l{p}"
 
-    def score_filters(self, filters):
+    def score_filters(self, filters: np.ndarray) -> np.ndarray:
         return np.linalg.norm(filters, ord=self.p, axis=1)
 
 
@@ -119,7 +119,7 @@ class FPGMImportance(_FilterCriterion):
 
     name = "fpgm"
 
-    def score_filters(self, filters):
+    def score_filters(self, filters: np.ndarray) -> np.ndarray:
         sq = (filters**2).sum(1)
         d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * filters @ filters.T, 0.0)
         np.fill_diagonal(d2, 0.0)
@@ -169,7 +169,7 @@ class FilterSketchImportance(_FilterCriterion):
             raise ValueError(f"sketch_ratio must be in (0, 1], received {sketch_ratio}.")
         self.sketch_ratio = sketch_ratio
 
-    def score_filters(self, filters):
+    def score_filters(self, filters: np.ndarray) -> np.ndarray:
         rows = max(1, math.ceil(self.sketch_ratio * filters.shape[0]))
         sketch = frequent_directions(filters, rows)
         return ((filters @ sketch.T) ** 2).sum(1)
@@ -180,7 +180,7 @@ class BNScaleImportance(Importance):
 
     name = "bn_scale"
 
-    def layer_scores(self, rec):
+    def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         layer = rec.layer
         if isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "gamma", None) is not None:
             return [(rec.slots["in"], np.abs(np.asarray(layer.gamma)))]
@@ -200,12 +200,12 @@ class TaylorImportance(Importance):
 
     name = "taylor"
 
-    def __init__(self, loss_fn=None, group_reduction: str = "mean") -> None:
+    def __init__(self, loss_fn: Any = None, group_reduction: str = "mean") -> None:
         super().__init__(group_reduction)
         self.loss_fn = loss_fn
         self._grads: dict[int, np.ndarray] = {}
 
-    def prepare(self, model, example_inputs=None):
+    def prepare(self, model: keras.Model, example_inputs: Any = None) -> None:
         import tensorflow as tf
 
         if example_inputs is None:
@@ -226,7 +226,7 @@ class TaylorImportance(Importance):
         grads = tape.gradient(loss, variables)
         self._grads = {id(v): np.asarray(g) for v, g in zip(variables, grads) if g is not None}
 
-    def layer_scores(self, rec):
+    def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         if not self.is_producer(rec):
             return []
         if not self._grads:
@@ -252,7 +252,7 @@ class RandomImportance(Importance):
         super().__init__(group_reduction)
         self.rng = np.random.default_rng(seed)
 
-    def layer_scores(self, rec):
+    def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         if not self.is_producer(rec):
             return []
         labels = rec.slots["out"]

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import dataclasses
 import math
 
@@ -50,8 +52,8 @@ def _limit(total: int, prunable: int, ratio: float, max_ratio: float) -> int:
 
 
 def plan(
-    graph,
-    importance,
+    graph: Any,
+    importance: Any,
     pruning_ratio: float,
     global_pruning: bool = False,
     pruning_ratio_dict: dict | None = None,

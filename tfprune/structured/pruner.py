@@ -41,7 +41,7 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
         >>> smaller = rebuild(model, graph, removed)
     """
 
-    def keeper(rec):
+    def keeper(rec: Any) -> Any:
         return lambda slot: graph.kept_indices(rec.slots[slot], removed)
 
     changed = {}
@@ -50,7 +50,7 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
             changed[id(rec.layer)] = rec
     new_layers: dict[int, Any] = {}
 
-    def new_inputs(inputs, keys):
+    def new_inputs(inputs: Any, keys: Any) -> list:
         tensors = []
         for t, key in zip(inputs, keys):
             channels = len(graph.kept_indices(graph.values[key], removed))
@@ -58,7 +58,7 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
             tensors.append(keras.Input(batch_shape=shape, dtype=t.dtype, name=t._keras_history.operation.name))
         return tensors
 
-    def clone_layer(layer):
+    def clone_layer(layer: Any) -> Any:
         if isinstance(layer, keras.Model) and id(layer) in graph.nested_inputs:
             new = clone_nested(layer, graph.nested_inputs[id(layer)][0])
             new_layers[id(layer)] = new
@@ -73,7 +73,7 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
         new_layers[id(layer)] = new
         return new
 
-    def clone_nested(inner, keys):
+    def clone_nested(inner: Any, keys: Any) -> Any:
         inputs = new_inputs(inner.inputs, keys)
         if isinstance(inner, keras.Sequential):
             return keras.Sequential(inputs + [clone_layer(layer) for layer in inner.layers], name=inner.name)
@@ -189,8 +189,8 @@ def prune_filters(
     return pruned, report
 
 
-def make_report(model, pruned, graph, removed, decisions, criterion, global_pruning: bool,
-                seconds: float) -> PruningReport:
+def make_report(model: keras.Model, pruned: keras.Model, graph: DependencyGraph, removed: np.ndarray,
+                decisions: list, criterion: Any, global_pruning: bool, seconds: float) -> PruningReport:
     """The PruningReport of `pruned`, rebuilt from `model` without the units marked in `removed`."""
     from tfprune import analysis
 

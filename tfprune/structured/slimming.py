@@ -49,7 +49,7 @@ def batchnorm_layers(model: keras.Model, layers: Iterable[Any] | None = None) ->
     return [by_name[name] for name in sorted(wanted)]
 
 
-def bn_l1_penalty(model: keras.Model, strength: float = 1e-4, layers: Iterable[Any] | None = None):
+def bn_l1_penalty(model: keras.Model, strength: float = 1e-4, layers: Iterable[Any] | None = None) -> Any:
     """strength * sum(|gamma|) over the model's BatchNormalization layers, for custom training loops.
 
     Example:
@@ -100,7 +100,7 @@ class BNSparsity(keras.callbacks.Callback):
         self.strength = _check_strength(strength)
         self.layers = None if layers is None else list(layers)
 
-    def on_train_begin(self, logs=None) -> None:
+    def on_train_begin(self, logs: dict | None = None) -> None:
         bns = batchnorm_layers(self.model, self.layers)
         if not bns:
             raise ValueError(
@@ -113,7 +113,7 @@ class BNSparsity(keras.callbacks.Callback):
             variable.regularizer = _Penalty(self.strength, variable.regularizer)
         self.model.make_train_function(force=True)
 
-    def on_train_end(self, logs=None) -> None:
+    def on_train_end(self, logs: dict | None = None) -> None:
         remove_bn_sparsity(self.model)
 
 

@@ -112,21 +112,21 @@ class SoftFilterPruning(keras.callbacks.Callback):
         self.events = 0
         self._steps = 0
 
-    def on_train_begin(self, logs=None) -> None:
+    def on_train_begin(self, logs: dict | None = None) -> None:
         if self.graph is None or self.graph.model is not self.model:
             self.graph = DependencyGraph(self.model, ignored_layers=self.ignored_layers, layer_norm=self.layer_norm)
         self._steps = 0
 
-    def on_train_batch_end(self, batch, logs=None) -> None:
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._steps += 1
         if self.frequency != "epoch" and self._steps % self.frequency == 0:
             self.apply()
 
-    def on_epoch_end(self, epoch, logs=None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.frequency == "epoch":
             self.apply()
 
-    def on_train_end(self, logs=None) -> None:
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self.frequency != "epoch" and self._steps % self.frequency:
             self.apply()
 
