@@ -13,10 +13,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
