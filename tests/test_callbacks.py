@@ -19,8 +19,10 @@ def _read_scalars(log_dir):
     for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
-                values.setdefault(value.tag, []).append((event.step, number))
+                array = tf.make_ndarray(value.tensor) if value.HasField("tensor") else np.array(value.simple_value)
+                if array.ndim:  # histograms
+                    continue
+                values.setdefault(value.tag, []).append((event.step, float(array)))
     return values
 
 
@@ -78,3 +80,33 @@ def test_demo_runs_end_to_end(tmp_path):
 
     values = json.loads(summary)
     assert values["dense_accuracy"] > 0.9
+
+
+def test_summaries_are_a_tensorboard_callback_logging_loss_too(tmp_path):
+    x, y = classification_data()
+    pruned = tfprune.prune_low_magnitude(small_cnn(), pruning_schedule=tfprune.ConstantSparsity(0.5, 0, frequency=2))
+    pruned.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    log_dir = str(tmp_path / "logs")
+    callback = tfprune.PruningSummaries(log_dir, histogram_freq=1, write_graph=False)
+    assert isinstance(callback, keras.callbacks.TensorBoard) and callback.histogram_freq == 1
+    pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, validation_data=(x[:8], y[:8]),
+               callbacks=[tfprune.UpdatePruningStep(), callback])
+    assert "epoch_loss" in _read_scalars(os.path.join(log_dir, "train"))
+    assert "epoch_loss" in _read_scalars(os.path.join(log_dir, "validation"))
+    assert "model/sparsity" in _read_scalars(log_dir)
+
+
+def test_summaries_in_a_custom_loop_are_written_at_epoch_begin(tmp_path):
+    pruned = tfprune.prune_low_magnitude(small_cnn(), pruning_schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
+    x, _ = classification_data(n=8)
+    pruned(x[:1])
+    step_callback, log_callback = tfprune.UpdatePruningStep(), tfprune.PruningSummaries(str(tmp_path / "cl"))
+    for callback in (step_callback, log_callback):
+        callback.set_model(pruned)
+    step_callback.on_train_begin()
+    for epoch in range(2):
+        log_callback.on_epoch_begin(epoch=epoch)
+        pruned(x, training=True)
+        step_callback.on_epoch_end(batch=-1)
+    steps = [step for step, _ in _read_scalars(str(tmp_path / "cl"))["model/sparsity"]]
+    assert steps == [0, 1]

@@ -118,59 +118,82 @@ def sparsity_report(model: keras.layers.Layer) -> list[dict]:
 __all__ = ["PruningSummaries", "UpdatePruningStep", "format_sparsity_table", "sparsity_report"]
 
 
-class PruningSummaries(keras.callbacks.Callback):
-    """Writes TensorBoard scalars of pruning progress.
+class PruningSummaries(keras.callbacks.TensorBoard):
+    """A `keras.callbacks.TensorBoard` (loss, metrics and its options as usual, under `log_dir/train` and
+    `log_dir/validation`) that also writes the pruning scalars into `log_dir`.
 
     Per pruned weight: `<layer>/<weight>/sparsity`, `<layer>/<weight>/threshold` and
     `<layer>/<weight>/target_sparsity`; for the model: `model/sparsity` (zeros over all pruned
     weights) and `model/target_sparsity` (size-weighted scheduled target). The summary step is
-    the pruning step.
+    the pruning step. In `fit` they are written at the end of every epoch (`update_freq='epoch'`),
+    every batch ('batch') or every N batches (N); in a custom training loop, `on_epoch_begin(epoch)`
+    writes them (as tfmot's callback does).
 
     Args:
         log_dir: directory for the event files.
         update_freq: 'epoch', 'batch', or an integer N (every N batches).
+        **kwargs: further `keras.callbacks.TensorBoard` options (`histogram_freq`, `write_graph`, ...).
 
     Example:
         >>> model.fit(x, y, callbacks=[UpdatePruningStep(), PruningSummaries("logs/prune")])
     """
 
-    def __init__(self, log_dir: str, update_freq: str | int = "epoch") -> None:
-        super().__init__()
+    def __init__(self, log_dir: str, update_freq: str | int = "epoch", **kwargs: Any) -> None:
         if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
             raise ValueError(f"`log_dir` must be a non-empty path; received {log_dir!r}.")
         if update_freq not in ("epoch", "batch") and not (
             isinstance(update_freq, int) and not isinstance(update_freq, bool) and update_freq > 0
         ):
             raise ValueError(f"`update_freq` must be 'epoch', 'batch' or a positive integer; received {update_freq!r}.")
-        self.log_dir = str(log_dir)
-        self.update_freq = 1 if update_freq == "batch" else update_freq
+        super().__init__(log_dir=str(log_dir), update_freq=update_freq, **kwargs)
         self._writer = None
         self._batches = 0
+        self._in_fit = False
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
+    def _check_model(self) -> None:
         if not collect_wrappers(self.model):
             raise ValueError(
                 "PruningSummaries found no pruning wrappers in the model: prune it with "
                 "tfprune.prune_low_magnitude first."
             )
-        os.makedirs(self.log_dir, exist_ok=True)
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def _open(self) -> None:
+        if self._writer is None:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._check_model()
+        super().on_train_begin(logs)
+        self._open()
+        self._in_fit = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        if not self._in_fit:  # a custom training loop: write now, as tfmot does
+            self._check_model()
+            self._open()
+            self.write_summaries()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        super().on_train_batch_end(batch, logs)
         self._batches += 1
         if isinstance(self.update_freq, int) and self._batches % self.update_freq == 0:
             self.write_summaries()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
         if self.update_freq == "epoch":
             self.write_summaries()
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        super().on_train_end(logs)
+        self._in_fit = False
         if self._writer is not None:
             self._writer.flush()
 
     def write_summaries(self) -> None:
-        """Writes one set of scalars at the current pruning step."""
+        """Writes one set of pruning scalars at the current pruning step."""
         rows = sparsity_report(self.model)
         if not rows or self._writer is None:
             return
