@@ -83,3 +83,47 @@ def test_rnn_built_from_cells_is_prunable():
     data = np.ones((2, 5, 2), "float32")
     stripped = tfprune.strip_pruning(pruned)
     np.testing.assert_allclose(stripped(data), pruned(data), atol=1e-6)
+
+
+def _mobile_block(first_kernel=3, first_strides=2):
+    x = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(8, first_kernel, strides=first_strides, padding="same", name="stem")(x)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    h = keras.layers.Conv2D(16, 1, name="pw")(h)
+    h = keras.layers.Conv2D(16, 3, padding="same", name="conv3")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(x, keras.layers.Dense(4, name="head")(h))
+
+
+def test_prune_for_latency_on_xnnpack_wraps_only_pointwise_convolutions():
+    pruned = tfprune.prune_low_magnitude(_mobile_block(), pruning_policy=tfprune.PruneForLatencyOnXNNPack())
+    assert [w.layer.name for w in tfprune.collect_wrappers(pruned)] == ["pw"]
+
+
+@pytest.mark.parametrize("model, message", [
+    (lambda: _mobile_block(first_kernel=5), "3x3 kernel and strides 2"),
+    (lambda: _mobile_block(first_strides=1), "3x3 kernel and strides 2"),
+    (lambda: keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, strides=2),
+                               keras.layers.Conv2D(4, 1)]), r"shape \(H, W, 3\)"),
+    (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, strides=2),
+                               keras.layers.Conv2D(4, 3)]), "no 1x1 convolution"),
+])
+def test_prune_for_latency_on_xnnpack_checks_the_model(model, message):
+    with pytest.raises(ValueError, match=message):
+        tfprune.prune_low_magnitude(model(), pruning_policy=tfprune.PruneForLatencyOnXNNPack())
+
+
+def test_pruning_policy_bad_arguments():
+    with pytest.raises(ValueError, match="PruningPolicy"):
+        tfprune.prune_low_magnitude(_mobile_block(), pruning_policy="xnnpack")
+    with pytest.raises(ValueError, match="whole model"):
+        tfprune.prune_low_magnitude(keras.layers.Conv2D(4, 1), pruning_policy=tfprune.PruneForLatencyOnXNNPack())
+
+
+def test_custom_pruning_policy():
+    class DenseOnly(tfprune.PruningPolicy):
+        def allow_pruning(self, layer):
+            return isinstance(layer, keras.layers.Dense)
+
+    pruned = tfprune.prune_low_magnitude(_mobile_block(), pruning_policy=DenseOnly())
+    assert [w.layer.name for w in tfprune.collect_wrappers(pruned)] == ["head"]

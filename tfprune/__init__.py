@@ -43,6 +43,7 @@ from tfprune.masks import (
     magnitude_mask,
 )
 from tfprune.prune import collect_wrappers, prune_low_magnitude, prune_scope, strip_pruning
+from tfprune.pruning_policy import PruneForLatencyOnXNNPack, PruningPolicy
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfprune.sparsity import format_sparsity_table
 from tfprune.structured import DependencyGraph, prune_filters
@@ -60,8 +61,10 @@ __all__ = [
     "MaskRule",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
     "PruningHParams",
+    "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
     "TFCheckpointWriter",

@@ -18,6 +18,7 @@ from tfprune import layers as layer_registry
 from tfprune.global_pruning import relink_global_pruning
 from tfprune.hparams import PruningHParams, as_hparams
 from tfprune.keras_graph import clone_graph_model, copy_layer, find_layers, is_graph_model
+from tfprune.pruning_policy import PruningPolicy
 from tfprune.schedules import PruningSchedule
 from tfprune.wrapper import (
     PruneLowMagnitude,
@@ -65,6 +66,7 @@ def prune_low_magnitude(
     sparsity_m_by_n: tuple[int, int] | None = None,
     global_pruning: bool = False,
     max_layer_sparsity: float | None = None,
+    pruning_policy: PruningPolicy | None = None,
     **kwargs: Any,
 ) -> Any:
     """Wraps a layer, a list of layers, or every prunable layer of a model for magnitude pruning.
@@ -83,6 +85,8 @@ def prune_low_magnitude(
         sparsity_m_by_n: `(M, N)`: M-by-N sparsity along the input channels (see `tfprune.masks.m_by_n_mask`).
         global_pruning: rank all pruned weights of the model together (one threshold).
         max_layer_sparsity: with `global_pruning`, the most any one weight may be pruned.
+        pruning_policy: a `tfprune.PruningPolicy` (e.g. `PruneForLatencyOnXNNPack()`) choosing which
+            layers of a model are wrapped; the model is checked against it first. Models only.
 
     Returns:
         The wrapped layer(s) or a new model with `PruneLowMagnitude` wrappers.
@@ -92,6 +96,16 @@ def prune_low_magnitude(
     """
     params = _check_params(pruning_schedule, block_size, block_pooling_type, pruning_hparams, sparsity_m_by_n)
     params.update(kwargs)
+    if pruning_policy is not None:
+        if not isinstance(pruning_policy, PruningPolicy):
+            raise ValueError(
+                f"`pruning_policy` must be a tfprune.PruningPolicy (e.g. tfprune.PruneForLatencyOnXNNPack()); "
+                f"received {type(pruning_policy).__name__}."
+            )
+        if not isinstance(to_prune, keras.Model):
+            raise ValueError("`pruning_policy` applies to a whole model: pass the model, not layers.")
+        pruning_policy.ensure_model_supports_pruning(to_prune)
+        params["_policy"] = pruning_policy
     is_global = bool(global_pruning) or max_layer_sparsity is not None
     if is_global:
         validate_global(params["block_size"], params["sparsity_m_by_n"])
@@ -136,6 +150,8 @@ def _prune_one(to_prune: Any, params: dict) -> Any:
 
 
 def _prune_graph_model(model: keras.Model, params: dict) -> keras.Model:
+    policy = params.get("_policy")
+    wrapper_params = {k: v for k, v in params.items() if k != "_policy"}
     unsupported = [
         layer
         for layer in model.layers
@@ -152,8 +168,8 @@ def _prune_graph_model(model: keras.Model, params: dict) -> keras.Model:
         if isinstance(layer, PruneLowMagnitude):
             copy = PruneLowMagnitude.from_config(layer.get_config())
             return copy, False
-        if layer_registry.is_prunable(layer):
-            return PruneLowMagnitude(copy_layer(layer), **params), False
+        if layer_registry.is_prunable(layer) and (policy is None or policy.allow_pruning(layer)):
+            return PruneLowMagnitude(copy_layer(layer), **wrapper_params), False
         return copy_layer(layer), False
 
     return _clone_graph_model(model, transform)
