@@ -47,7 +47,23 @@ def foldable_producer(layer: Any) -> bool:
     return all(w.dtype in ("float16", "bfloat16", "float32", "float64") for w in layer.weights)
 
 
-class Conv(LayerHandler):
+class OutputsOnLastAxis(LayerHandler):
+    """Shared by Conv and Dense: output channels on the kernel's last axis (and the bias), where removed
+    channels are zeroed and a following BatchNormalization folds in."""
+
+    def zero_channels(self, layer: Any, removed: np.ndarray) -> None:
+        weights = layer.get_weights()
+        _zero_kernel_and_bias(weights, removed)
+        layer.set_weights(weights)
+
+    def can_fold_batchnorm(self, layer: Any) -> bool:
+        return foldable_producer(layer)
+
+    def fold_batchnorm(self, layer: Any, scale: np.ndarray, shift: np.ndarray) -> list[np.ndarray]:
+        return [_float64(layer.kernel) * scale, _folded_bias(layer, scale, shift)]
+
+
+class Conv(OutputsOnLastAxis):
     """Conv1D/2D/3D. groups > 1 keeps the group count: a position is removed from every group at
     once; groups == input channels (depthwise-like) passes channels through like DepthwiseConv."""
 
@@ -100,18 +116,6 @@ class Conv(LayerHandler):
 
     def filter_weight(self, layer: Any) -> tuple[Any, int]:
         return layer.kernel, -1
-
-    def zero_channels(self, layer: Any, removed: np.ndarray) -> None:
-        weights = layer.get_weights()
-        _zero_kernel_and_bias(weights, removed)
-        layer.set_weights(weights)
-
-    def can_fold_batchnorm(self, layer: Any) -> bool:
-        return foldable_producer(layer)
-
-    def fold_batchnorm(self, layer: Any, scale: np.ndarray, shift: np.ndarray) -> list[np.ndarray]:
-        # Conv (incl. groups) and Dense: output channels are the kernel's last axis
-        return [_float64(layer.kernel) * scale, _folded_bias(layer, scale, shift)]
 
 
 class ConvTranspose(LayerHandler):

@@ -16,11 +16,11 @@ import keras
 import numpy as np
 
 from tfprune.layers.base import Keep, LayerHandler, Unsupported, freeze_mixing_activation, prod
-from tfprune.layers.conv import foldable_producer
+from tfprune.layers.conv import OutputsOnLastAxis
 from tfprune.layers.registry import register_layer
 
 
-class DenseHandler(LayerHandler):
+class DenseHandler(OutputsOnLastAxis):
     """Dense: kernel is (in, units) and acts on the last axis."""
 
     prunable_weights = ("kernel",)
@@ -49,21 +49,6 @@ class DenseHandler(LayerHandler):
 
     def filter_weight(self, layer: Any) -> tuple[Any, int]:
         return layer.kernel, -1
-
-    def zero_channels(self, layer: Any, removed: np.ndarray) -> None:
-        weights = layer.get_weights()
-        weights[0][..., removed] = 0
-        for w in weights[1:]:
-            w[removed] = 0
-        layer.set_weights(weights)
-
-    def can_fold_batchnorm(self, layer: Any) -> bool:
-        return foldable_producer(layer)
-
-    def fold_batchnorm(self, layer: Any, scale: np.ndarray, shift: np.ndarray) -> list[np.ndarray]:
-        kernel = np.asarray(layer.kernel.numpy(), dtype=np.float64) * scale
-        bias = np.asarray(layer.bias.numpy(), dtype=np.float64) if layer.use_bias else np.zeros_like(scale)
-        return [kernel, bias * scale + shift]
 
 
 class EinsumDenseHandler(LayerHandler):
