@@ -21,7 +21,9 @@ from tfprune.quantization.configs import (
     layer_quantization,
     quantize_config_for,
 )
+from tfprune.quantization.calibration import METHODS as CALIBRATION_METHODS
 from tfprune.quantization.layers import QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeWrapper
+from tfprune.quantization.post_training import CalibrationDataError, quantize_post_training
 from tfprune.quantization.quantize_config import QuantizeConfig
 from tfprune.quantization.quantizers import (
     FixedRangeQuantizer,
@@ -32,6 +34,8 @@ from tfprune.quantization.quantizers import (
 from tfprune.quantization.tflite import FullIntegerExportError, float_operators, quantization_parameters, to_tflite
 
 __all__ = [
+    "CALIBRATION_METHODS",
+    "CalibrationDataError",
     "Default8BitScheme",
     "FixedRangeQuantizer",
     "FoldSpec",
@@ -58,6 +62,7 @@ __all__ = [
     "quantize_apply",
     "quantize_config_for",
     "quantize_model",
+    "quantize_post_training",
     "quantize_scope",
     "to_tflite",
 ]

@@ -21,11 +21,31 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import threading
+from typing import Any, Callable, Iterator
 
 import keras
 
 _PACKAGE = "tfprune"
+_RECORDING = threading.local()
+
+
+@contextlib.contextmanager
+def recording_activations(record: Callable[[Any, Any], None]) -> Iterator[None]:
+    """Within the block, eager calls of `MovingAverageQuantizer` pass their input through unquantized
+    and hand it to `record(range_variable, values)` (how calibration sees every quantized activation).
+
+    Example:
+        >>> with recording_activations(lambda var, x: seen.append(x.numpy())):
+        ...     model(x, training=False)
+    """
+    previous = getattr(_RECORDING, "record", None)
+    _RECORDING.record = record
+    try:
+        yield
+    finally:
+        _RECORDING.record = previous
 
 
 def _check_bits(num_bits: Any) -> int:
@@ -175,6 +195,10 @@ class MovingAverageQuantizer(Quantizer):
         import tensorflow as tf
 
         low_var, high_var, init_var = weights["min"], weights["max"], weights["initialized"]
+        record = getattr(_RECORDING, "record", None)
+        if record is not None:
+            record(low_var, inputs)
+            return inputs
         if training:
             batch_low = tf.minimum(tf.reduce_min(inputs), 0.0)
             batch_high = tf.maximum(tf.reduce_max(inputs), 0.0)
@@ -189,6 +213,15 @@ class MovingAverageQuantizer(Quantizer):
             low, high = tf.convert_to_tensor(low_var), tf.convert_to_tensor(high_var)
         high = tf.maximum(high, low + 1e-6)
         return fake_quant(inputs, low, high, self.num_bits, self.narrow_range, per_axis=False)
+
+    def set_range(self, weights: dict, min_value: float, max_value: float) -> None:
+        """Stores a range (from calibration); it is used as is, and training continues from it."""
+        low, high = min(float(min_value), 0.0), max(float(max_value), 0.0)
+        if high <= low:
+            high = low + 1e-6
+        weights["min"].assign(low)
+        weights["max"].assign(high)
+        weights["initialized"].assign(1.0)
 
     def get_config(self) -> dict:
         return {"num_bits": self.num_bits, "ema_decay": self.ema_decay, "narrow_range": self.narrow_range}

@@ -12,7 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from typing import Any
 
 # Operators whose float tensors are the model's float interface, not computation.
@@ -98,25 +101,13 @@ def to_tflite(model: Any, inference_input_type: Any = None, inference_output_typ
             "guessed ranges. Fix: quantize it first with quantize_model(model) (then train) or "
             "quantize_post_training(model, representative_data)."
         )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_serving_function(model)], model)
-    converter.experimental_lower_to_saved_model = False  # the frozen graph path sees the fake-quant ops
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    # Not `supported_ops = [TFLITE_BUILTINS_INT8]`: TF 2.21 then demands a representative dataset before it
-    # looks at the graph. The fake-quant ranges make the model integer; `float_operators` checks it below.
-    converter.inference_input_type = input_type
-    converter.inference_output_type = output_type
+    work = tempfile.mkdtemp(prefix="tfprune-quant-")
     try:
-        data = converter.convert()
-    except Exception as err:  # noqa: BLE001 - the converter raises several types
-        message = str(err)
-        ops = _op_names_in(message)
-        named = f" (op: {', '.join(ops)})" if ops else ""
-        first = next((line for line in message.splitlines() if "error" in line.lower()), message[:300])
-        raise FullIntegerExportError(
-            f"the TFLite converter could not make model '{model.name}' full integer{named}: {first.strip()} "
-            "Fix: replace that layer by one TFLite has an int8 kernel for, or quantize it with a QuantizeConfig "
-            "that gives its inputs and outputs ranges."
-        ) from None
+        saved = os.path.join(work, "saved_model")
+        model.export(saved, format="tf_saved_model", verbose=False)
+        data = _convert(tf.lite.TFLiteConverter.from_saved_model(saved), model.name, input_type, output_type)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     floating = float_operators(data)
     if floating:
         raise FullIntegerExportError(
@@ -126,18 +117,31 @@ def to_tflite(model: Any, inference_input_type: Any = None, inference_output_typ
     return data
 
 
-def _serving_function(model: Any) -> Any:
-    """The model in inference as a concrete function (the converter then sees the fake-quant ops)."""
+def _convert(converter: Any, name: str, input_type: Any, output_type: Any) -> bytes:
+    import warnings
+
     import tensorflow as tf
 
-    inputs = list(model.inputs)
-    signature = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in inputs]
-
-    @tf.function(input_signature=signature)
-    def serve(*args: Any) -> Any:
-        return model(list(args) if len(args) > 1 else args[0], training=False)
-
-    return serve.get_concrete_function()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # Not `supported_ops = [TFLITE_BUILTINS_INT8]`: TF 2.21 then demands a representative dataset before it
+    # looks at the graph. The fake-quant ranges make the model integer; `float_operators` checks it below.
+    converter.inference_input_type = input_type
+    converter.inference_output_type = output_type
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected": the ranges are in the model
+            data = converter.convert()
+    except Exception as err:  # noqa: BLE001 - the converter raises several types
+        message = str(err)
+        ops = _op_names_in(message)
+        named = f" (op: {', '.join(ops)})" if ops else ""
+        first = next((line for line in message.splitlines() if "error" in line.lower()), message[:300])
+        raise FullIntegerExportError(
+            f"the TFLite converter could not make model '{name}' full integer{named}: {first.strip()} "
+            "Fix: replace that layer by one TFLite has an int8 kernel for, or quantize it with a QuantizeConfig "
+            "that gives its inputs and outputs ranges."
+        ) from None
+    return data
 
 
 def _has_quantizers(model: Any) -> bool:
