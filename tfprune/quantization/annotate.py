@@ -52,9 +52,6 @@ class QuantizeAnnotate(keras.layers.Wrapper):
             kwargs["training"] = training
         return self.layer.call(inputs, **kwargs)
 
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return self.layer.compute_output_shape(input_shape)
-
     def get_config(self) -> dict:
         config = None if self.quantize_config is None else keras.saving.serialize_keras_object(self.quantize_config)
         return dict(super().get_config(), quantize_config=config)

@@ -280,6 +280,8 @@ def quantize_model(to_quantize: keras.Model, freeze_bn_delay: int | None = None)
     graph.check_graph_model(to_quantize, "quantize_model")
     scheme = Default8BitScheme(freeze_bn_delay)
     for layer in graph.all_layers(to_quantize):
+        if isinstance(layer, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer)):
+            raise ValueError(f"Layer '{layer.name}' is already quantize-aware. Fix: quantize the float model.")
         inner, config, _ = _unwrap(layer)
         if isinstance(layer, keras.layers.InputLayer) or config is not None:
             continue

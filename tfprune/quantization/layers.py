@@ -144,9 +144,6 @@ class QuantizeWrapper(keras.layers.Wrapper):
             config.set_quantize_activations(self.layer, original_activations)
         return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)
 
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return self.layer.compute_output_shape(input_shape)
-
     def get_config(self) -> dict:
         return dict(super().get_config(), quantize_config=_serialize(self.quantize_config),
                     quantize_output=self.quantize_output)
@@ -266,9 +263,6 @@ class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
         if self.layer.activation is not None:
             outputs = self.layer.activation(outputs)
         return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return self.layer.compute_output_shape(input_shape)
 
     def get_config(self) -> dict:
         import dataclasses
