@@ -26,7 +26,8 @@ from tfprune.export.size import gzip_bytes, measure, raw_bytes, zip_bytes
 from tfprune.export.strip import pruning_variables, select_outputs, strip_model, totals, weight_rows
 
 # Documented tolerances of the exported predictions against the pruned model in inference.
-TOLERANCES = {"keras": 0.0, "saved_model": 1e-5, "tflite": 1e-5, "tflite_int8": None}
+TOLERANCES = {"keras": 0.0, "saved_model": 1e-5, "tflite": 1e-5, "tflite_int8": None, "tflite_dynamic_int8": None,
+              "tflite_full_int8": None}
 INT8_RELATIVE_TOLERANCE = 0.05  # max |diff| <= 5% of max |reference output|
 
 __all__ = [
@@ -142,7 +143,8 @@ def strip_checkpoint(
         output_dir: where to write (created if missing); default `<checkpoint_dir>/stripped`.
         filename: output name; its extension gives the format when `output_format` is None
             (`.keras`, `.tflite`, no extension = SavedModel directory).
-        output_format: 'keras', 'saved_model', 'tflite' or 'tflite_int8' (dynamic-range quantization).
+        output_format: 'keras', 'saved_model', 'tflite', 'tflite_dynamic_int8' (alias 'tflite_int8':
+            dynamic-range quantization) or 'tflite_full_int8' (full integer, from a quantize-aware model).
         output_node_names: layer names (list or comma-separated) whose outputs the export keeps.
         baseline: an unpruned model file (or SavedModel directory) to compare zipped sizes with.
         overwrite: replace an existing output.
@@ -190,6 +192,8 @@ def strip_checkpoint(
             raise
         except Exception as err:  # noqa: BLE001
             raise ExportFailure(f"could not strip {choice.path!r}: {first_line(err)}") from None
+        if fmt == "tflite_full_int8":  # a quantize-aware checkpoint need not be pruned
+            warnings = [w for w in warnings if "no pruning wrappers" not in w]
         try:
             write_model(stripped, path, fmt)
         except Exception as err:  # noqa: BLE001

@@ -139,6 +139,7 @@ def load_checkpoint(choice: CheckpointChoice) -> Any:
     import tensorflow as tf
 
     import tfprune  # noqa: F401 - registers PruneLowMagnitude for deserialization
+    import tfprune.quantization  # noqa: F401 - registers the quantize-aware layers
 
     if choice.kind == "keras":
         try:

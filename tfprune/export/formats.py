@@ -1,5 +1,6 @@
-"""Output formats and atomic writers: `.keras`, SavedModel (`model.export`), TFLite float and TFLite
-with post-training dynamic-range quantization (`tflite_int8`).
+"""Output formats and atomic writers: `.keras`, SavedModel (`model.export`), TFLite float, TFLite
+with post-training dynamic-range quantization (`tflite_dynamic_int8`, also called `tflite_int8`:
+int8 weights, float activations) and full-integer TFLite of a quantize-aware model (`tflite_full_int8`).
 
 Every writer writes to a temporary path inside the output directory, then renames it over the
 target, so the output is either complete or absent.
@@ -18,12 +19,15 @@ from typing import Any
 
 from tfprune.export.errors import ExportUsageError
 
-FORMATS = ("keras", "saved_model", "tflite", "tflite_int8")
+FORMATS = ("keras", "saved_model", "tflite", "tflite_int8", "tflite_dynamic_int8", "tflite_full_int8")
+DYNAMIC_RANGE_FORMATS = ("tflite_int8", "tflite_dynamic_int8")  # the same format; tflite_int8 is the old name
 DEFAULT_FILENAMES = {
     "keras": "stripped.keras",
     "saved_model": "stripped_saved_model",
     "tflite": "stripped.tflite",
     "tflite_int8": "stripped_int8.tflite",
+    "tflite_dynamic_int8": "stripped_dynamic_int8.tflite",
+    "tflite_full_int8": "stripped_full_int8.tflite",
 }
 
 
@@ -60,7 +64,8 @@ def resolve_format(filename: str | None, output_format: str | None) -> tuple[str
     inferred = format_from_filename(filename) if output_format is None else None
     if output_format is None:
         return inferred, filename
-    expected = {"keras": ".keras", "tflite": ".tflite", "tflite_int8": ".tflite", "saved_model": ""}[output_format]
+    expected = {"keras": ".keras", "tflite": ".tflite", "tflite_int8": ".tflite", "tflite_dynamic_int8": ".tflite",
+                "tflite_full_int8": ".tflite", "saved_model": ""}[output_format]
     if os.path.splitext(filename)[1].lower() != expected:
         want = f"end with {expected}" if expected else "have no extension (it is a directory)"
         raise ExportUsageError(
@@ -126,8 +131,13 @@ def write_model(model: Any, path: str, output_format: str) -> None:
     try:
         if output_format == "keras":
             model.save(tmp)
+        elif output_format == "tflite_full_int8":
+            from tfprune.quantization.tflite import to_tflite
+
+            with open(tmp, "wb") as handle:
+                handle.write(to_tflite(model))
         else:
-            data = tflite_bytes(model, quantize=output_format == "tflite_int8")
+            data = tflite_bytes(model, quantize=output_format in DYNAMIC_RANGE_FORMATS)
             with open(tmp, "wb") as handle:
                 handle.write(data)
         _replace(tmp, path)
