@@ -26,7 +26,7 @@ import keras
 
 from tfprune.quantization import configs as configs_lib
 from tfprune.quantization import graph
-from tfprune.quantization.annotate import QuantizeAnnotate, quantize_annotate_model
+from tfprune.quantization.annotate import QuantizeAnnotate
 from tfprune.quantization.configs import LayerQuantization, UnsupportedLayerQuantizationError
 from tfprune.quantization.layers import QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeWrapper
 from tfprune.quantization.quantize_config import QuantizeConfig
@@ -318,4 +318,4 @@ def quantize_scope(*args: dict) -> Iterator[None]:
         yield
 
 
-__all__ = ["Default8BitScheme", "quantize_apply", "quantize_annotate_model", "quantize_model", "quantize_scope"]
+__all__ = ["Default8BitScheme", "quantize_apply", "quantize_model", "quantize_scope"]

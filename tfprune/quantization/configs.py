@@ -146,7 +146,11 @@ class NoOpQuantizeConfig(QuantizeConfig):
 
 @dataclasses.dataclass(frozen=True)
 class FoldSpec:
-    """How BatchNormalization folds into a layer: the kernel attribute and its trailing channel axes."""
+    """How BatchNormalization folds into a layer: the kernel attribute and its trailing channel axes.
+
+    Example:
+        >>> FoldSpec("kernel", channel_dims=2)   # DepthwiseConv2D: channel = input x multiplier
+    """
 
     kernel: str = "kernel"
     channel_dims: int = 1
@@ -154,7 +158,11 @@ class FoldSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LayerQuantization:
-    """One row of `LAYER_QUANTIZATION` (see the module docstring)."""
+    """One row of `LAYER_QUANTIZATION` (see the module docstring).
+
+    Example:
+        >>> LAYER_QUANTIZATION[MyConv] = LayerQuantization(lambda layer: MyConvConfig(), fuses_activation=True)
+    """
 
     config: Callable[[Any], QuantizeConfig]
     fold: FoldSpec | None = None
@@ -248,7 +256,14 @@ _WEIGHTLESS_DEFAULT = LayerQuantization(_output)
 
 
 class UnsupportedLayerQuantizationError(ValueError):
-    """A layer with weights that the default scheme does not know how to quantize."""
+    """A layer with weights that the default scheme does not know how to quantize.
+
+    Example:
+        >>> try:
+        ...     quantize_model(model_with_custom_layer)
+        ... except UnsupportedLayerQuantizationError as err:
+        ...     print(err)   # names the layer and both fixes
+    """
 
 
 def unsupported_layer_message(layer: Any) -> str:

@@ -20,7 +20,14 @@ from tfprune.quantization.quantizers import MovingAverageQuantizer, recording_ac
 
 
 class CalibrationDataError(ValueError):
-    """Calibration data that does not fit the model (shape, dtype, type or emptiness)."""
+    """Calibration data that does not fit the model (shape, dtype, type or emptiness).
+
+    Example:
+        >>> try:
+        ...     quantize_post_training(model, np.zeros((4, 7)))
+        ... except CalibrationDataError as err:
+        ...     print(err)   # names the shape received and the one expected
+    """
 
 
 def _input_specs(model: keras.Model) -> list[tuple[tuple, str]]:

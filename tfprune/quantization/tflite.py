@@ -24,7 +24,14 @@ _INTEGER_TYPES = ("int8", "int16", "int32", "int64", "uint8", "bool")
 
 
 class FullIntegerExportError(ValueError):
-    """The model cannot become a full-integer TFLite model (an op without an int8 kernel, a tensor without a range)."""
+    """The model cannot become a full-integer TFLite model (an op without an int8 kernel, a tensor without a range).
+
+    Example:
+        >>> try:
+        ...     to_tflite(partly_quantized_model)
+        ... except FullIntegerExportError as err:
+        ...     print(err)   # "... still computes in float in: FULLY_CONNECTED ..."
+    """
 
 
 def _dtype_name(value: Any) -> str:
