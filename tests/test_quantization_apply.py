@@ -274,3 +274,20 @@ def test_save_load_resume_keeps_ranges(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.split()[-1]) == q.count_params()
+
+
+def test_training_flag_reaches_wrapped_layers():
+    inputs = keras.Input((32,))
+    x = L.Dropout(0.5, name="drop")(inputs)
+    x = L.BatchNormalization(name="standalone_bn")(x)
+    q = tfq.quantize_model(keras.Model(inputs, L.Dense(4, name="d")(x)))
+    x = np.random.default_rng(5).normal(size=(16, 32)).astype("float32") + 3.0
+    bn = _by_name(q)["quant_standalone_bn"].layer
+    before = bn.moving_mean.numpy().copy()
+    train_out = q(x, training=True).numpy()
+    assert not np.allclose(bn.moving_mean.numpy(), before)  # BN in training mode updated its statistics
+    assert np.isfinite(train_out).all()
+    dropout = QuantizeWrapper(L.Dropout(0.5), tfq.NoOpQuantizeConfig())
+    ones = np.ones((4, 64), "float32")
+    assert (dropout(ones, training=True).numpy() == 0).mean() > 0.2
+    np.testing.assert_array_equal(dropout(ones, training=False).numpy(), ones)

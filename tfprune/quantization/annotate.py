@@ -48,7 +48,7 @@ class QuantizeAnnotate(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs: Any, training: Any = None, **kwargs: Any) -> Any:
-        if "training" in getattr(self.layer, "_call_signature_parameters", ()):
+        if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         return self.layer.call(inputs, **kwargs)
 

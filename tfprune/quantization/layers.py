@@ -36,7 +36,7 @@ def _deserialize(obj: Any) -> Any:
 
 
 def _call_layer(layer: keras.layers.Layer, inputs: Any, training: Any, kwargs: dict) -> Any:
-    if "training" in getattr(layer, "_call_signature_parameters", ()):
+    if getattr(layer, "_call_has_training_arg", False):
         kwargs = dict(kwargs, training=training)
     return layer.call(inputs, **kwargs)
 
