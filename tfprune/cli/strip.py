@@ -7,9 +7,9 @@ Example:
 The newest checkpoint (`.keras`, a TensorFlow checkpoint with `model.json` beside it, or a
 tfmot-pruned tf_keras `.h5`) is loaded, masks are folded into the weights, every mask, threshold
 and step variable is removed, and the model is written as .keras, a SavedModel directory, TFLite,
-TFLite with dynamic-range quantization (tflite_dynamic_int8, old name tflite_int8; float activations,
-not faster than float on CPU), or full-integer TFLite of a quantize-aware model (tflite_full_int8). A size and sparsity report is printed (--json: one
-JSON object).
+TFLite with dynamic-range quantization (tflite_dynamic_int8, old name tflite_int8: float
+activations, often no faster than float on a CPU), or full-integer TFLite of a quantize-aware model
+(tflite_full_int8). A size and sparsity report is printed (--json: one JSON object).
 
 Exit codes: 0 success, 2 usage error (bad or missing argument or input, existing output without
 --overwrite), 1 failure while loading, converting or writing. Errors are one line on stderr; the

@@ -139,13 +139,15 @@ def _plan(model: keras.Model, everything: bool, scheme: Default8BitScheme) -> tu
 
     for node in nodes:
         plan = plans.get(id(node.operation))
-        if plan is None or not plan.quantized or plan.absorbed or plan.nodes != 1 or id(node.operation) not in output_tensor:
+        if (plan is None or not plan.quantized or plan.absorbed or plan.nodes != 1
+                or id(node.operation) not in output_tensor):
             continue
         reader = only_reader(output_tensor[id(node.operation)])
         reader_plan = plans.get(id(reader.operation)) if reader is not None else None
         if reader_plan is None or not reader_plan.quantized or reader_plan.row is None:
             continue
-        fused = plan.row is not None and plan.row.fuses_activation and configs_lib.is_fused_activation(reader_plan.layer)
+        fused = (plan.row is not None and plan.row.fuses_activation
+                 and configs_lib.is_fused_activation(reader_plan.layer))
         if fused or reader_plan.row.same_scale_inputs:
             plan.quantize_output = False
     return nodes, plans

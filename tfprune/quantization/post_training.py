@@ -153,7 +153,8 @@ def quantize_post_training(model: keras.Model, representative_data: Any, method:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int; received {batch_size!r}.")
     if not isinstance(model, keras.Model) or not model.inputs:
-        raise TypeError(f"`model` must be a built Sequential or functional keras.Model; received {type(model).__name__}.")
+        raise TypeError("`model` must be a built Sequential or functional keras.Model; received "
+                        f"{type(model).__name__}.")
     batches, count = _batches(representative_data, _input_specs(model), batch_size)
     calibration.RangeCollector(num_bins)  # validates num_bins before any work
     quantized = model if activation_quantizers(model) else quantize_model(model)

@@ -136,7 +136,8 @@ def _convert(converter: Any, name: str, input_type: Any, output_type: Any) -> by
     converter.inference_output_type = output_type
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected": the ranges are in the model
+            # "Statistics for quantized inputs were expected": the ranges are in the model.
+            warnings.simplefilter("ignore")
             data = converter.convert()
     except Exception as err:  # noqa: BLE001 - the converter raises several types
         message = str(err)
