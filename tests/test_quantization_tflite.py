@@ -127,3 +127,23 @@ def test_bad_inference_type():
     model = tfq.quantize_model(keras.Sequential([keras.Input((3,)), L.Dense(2)]))
     with pytest.raises(ValueError, match="inference_input_type"):
         tfq.to_tflite(model, inference_input_type=tf.float16)
+
+
+def test_separable_conv_runs_as_depthwise_then_pointwise_with_parity(tmp_path):
+    inputs = keras.Input((12, 12, 3))
+    x = L.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, name="sep1")(inputs)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.SeparableConv2D(8, 3, activation="relu", name="sep2")(x)
+    model = keras.Model(inputs, L.Dense(4)(L.Flatten()(x)))
+    x = np.random.default_rng(0).normal(size=(64, 12, 12, 3)).astype("float32")
+    ptq = tfq.quantize_post_training(model, x, verbose=0)
+    assert isinstance(ptq.get_layer("quant_sep1"), tfq.QuantizeSeparableConv)
+    data = tfq.to_tflite(ptq, inference_input_type=tf.int8)
+    ops = [op["op_name"] for op in make_interpreter(model_content=data)._get_ops_details()]
+    assert ops.count("DEPTHWISE_CONV_2D") == 2 and ops.count("CONV_2D") == 2
+    tflite_out, step = run_int8(data, x)
+    keras_out = ptq.predict(x, verbose=0)
+    assert np.mean(np.abs(tflite_out - keras_out) <= step * 1.001) >= 0.99
+    path = str(tmp_path / "sep.keras")
+    ptq.save(path)
+    np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), keras_out)

@@ -22,7 +22,12 @@ from tfprune.quantization.configs import (
     quantize_config_for,
 )
 from tfprune.quantization.calibration import METHODS as CALIBRATION_METHODS
-from tfprune.quantization.layers import QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeWrapper
+from tfprune.quantization.layers import (
+    QuantizeFoldedBatchNorm,
+    QuantizeLayer,
+    QuantizeSeparableConv,
+    QuantizeWrapper,
+)
 from tfprune.quantization.post_training import CalibrationDataError, quantize_post_training
 from tfprune.quantization.quantize_config import QuantizeConfig
 from tfprune.quantization.quantizers import (
@@ -50,6 +55,7 @@ __all__ = [
     "QuantizeConfig",
     "QuantizeFoldedBatchNorm",
     "QuantizeLayer",
+    "QuantizeSeparableConv",
     "QuantizeWrapper",
     "Quantizer",
     "UnsupportedLayerQuantizationError",

@@ -28,7 +28,12 @@ from tfprune.quantization import configs as configs_lib
 from tfprune.quantization import graph
 from tfprune.quantization.annotate import QuantizeAnnotate
 from tfprune.quantization.configs import LayerQuantization, UnsupportedLayerQuantizationError
-from tfprune.quantization.layers import QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeWrapper
+from tfprune.quantization.layers import (
+    QuantizeFoldedBatchNorm,
+    QuantizeLayer,
+    QuantizeSeparableConv,
+    QuantizeWrapper,
+)
 from tfprune.quantization.quantize_config import QuantizeConfig
 
 
@@ -95,7 +100,7 @@ def _plan(model: keras.Model, everything: bool, scheme: Default8BitScheme) -> tu
             plans[id(op)].nodes += 1
             continue
         layer, config, annotated = _unwrap(op)
-        if isinstance(op, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer)):
+        if isinstance(op, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv)):
             raise ValueError(f"Layer '{op.name}' is already quantize-aware. Fix: quantize the float model.")
         quantized = everything or annotated
         plan = _Plan(layer=layer, quantized=quantized, config=config, nodes=1)
@@ -165,6 +170,8 @@ def _new_layer(plan: _Plan, scheme: Default8BitScheme, everything: bool) -> Any:
     if plan.batchnorm is not None:
         return QuantizeFoldedBatchNorm(copy, graph.copy_layer(plan.batchnorm), plan.config, fold=plan.row.fold,
                                        freeze_bn_delay=scheme.freeze_bn_delay, quantize_output=plan.quantize_output)
+    if plan.row is not None and plan.row.separable and isinstance(plan.config, configs_lib.WeightsQuantizeConfig):
+        return QuantizeSeparableConv(copy, plan.config, quantize_output=plan.quantize_output)
     return QuantizeWrapper(copy, plan.config, quantize_output=plan.quantize_output)
 
 
@@ -174,7 +181,7 @@ def _copy_weights(plan: _Plan, new: Any) -> None:
     if isinstance(new, QuantizeFoldedBatchNorm):
         graph.copy_weights(plan.layer, new.layer)
         graph.copy_weights(plan.batchnorm, new.batchnorm)
-    elif isinstance(new, QuantizeWrapper):
+    elif isinstance(new, (QuantizeWrapper, QuantizeSeparableConv)):
         graph.copy_weights(plan.layer, new.layer)
     else:
         graph.copy_weights(plan.layer, new)
@@ -282,7 +289,7 @@ def quantize_model(to_quantize: keras.Model, freeze_bn_delay: int | None = None)
     graph.check_graph_model(to_quantize, "quantize_model")
     scheme = Default8BitScheme(freeze_bn_delay)
     for layer in graph.all_layers(to_quantize):
-        if isinstance(layer, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer)):
+        if isinstance(layer, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv)):
             raise ValueError(f"Layer '{layer.name}' is already quantize-aware. Fix: quantize the float model.")
         inner, config, _ = _unwrap(layer)
         if isinstance(layer, keras.layers.InputLayer) or config is not None:

@@ -168,6 +168,7 @@ class LayerQuantization:
     fold: FoldSpec | None = None
     fuses_activation: bool = False
     same_scale_inputs: bool = False
+    separable: bool = False  # depthwise then pointwise, with a range for the tensor between (TFLite's two ops)
 
 
 def _weights(channel_dims: int = 1, per_axis: bool = True, attrs: tuple[str, ...] = ("kernel",)) -> Callable:
@@ -176,6 +177,12 @@ def _weights(channel_dims: int = 1, per_axis: bool = True, attrs: tuple[str, ...
                                        channel_dims=channel_dims)
         return WeightsQuantizeConfig(list(attrs), quantizer, MovingAverageQuantizer())
     return make
+
+
+def _separable(layer: Any) -> QuantizeConfig:
+    """Depthwise kernel per (input x multiplier) channel, pointwise kernel per output channel."""
+    return WeightsQuantizeConfig(["depthwise_kernel", "pointwise_kernel"],
+                                 LastValueQuantizer(per_axis=True, channel_dims=2), MovingAverageQuantizer())
 
 
 def _output(layer: Any) -> QuantizeConfig:
@@ -234,6 +241,8 @@ def _build_table() -> dict[type, LayerQuantization]:
     for cls in _classes("DepthwiseConv1D", "DepthwiseConv2D"):
         table[cls] = LayerQuantization(_weights(2), FoldSpec("kernel", 2), fuses_activation=True)
     # TFLite transposes FULLY_CONNECTED weights, which its converter cannot do per channel: per tensor.
+    for cls in _classes("SeparableConv1D", "SeparableConv2D"):
+        table[cls] = LayerQuantization(_separable, fuses_activation=True, separable=True)
     table[L.Dense] = LayerQuantization(_weights(1, per_axis=False), FoldSpec("kernel", 1), fuses_activation=True)
     for cls in _classes("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"):
         table[cls] = LayerQuantization(_output, fuses_activation=cls in (L.Add, L.Subtract, L.Multiply))

@@ -277,3 +277,69 @@ class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
         config["layer"] = keras.layers.deserialize(config["layer"])
         config["batchnorm"] = keras.layers.deserialize(config["batchnorm"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QuantizeSeparableConv(keras.layers.Wrapper):
+    """SeparableConv1D/2D as TFLite runs it: a depthwise convolution, a quantized tensor, a 1x1 convolution.
+
+    The depthwise kernel is quantized per (input x multiplier) channel, the pointwise kernel per
+    output channel, the tensor between them and the output per tensor with learned ranges.
+
+    Example:
+        >>> sep = keras.layers.SeparableConv2D(16, 3)
+        >>> wrapped = QuantizeSeparableConv(sep, quantize_config_for(sep))
+    """
+
+    def __init__(self, layer: keras.layers.Layer, quantize_config: Any, quantize_output: bool = True,
+                 **kwargs: Any) -> None:
+        if isinstance(layer, dict):
+            layer = keras.layers.deserialize(layer)
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.quantize_config = _deserialize(quantize_config)
+        self.quantize_output = bool(quantize_output)
+
+    def build(self, input_shape: Any) -> None:
+        from tfprune.quantization.quantizers import LastValueQuantizer
+
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        depthwise = self.quantize_config.weight_quantizer
+        self.depthwise_quantizer = depthwise
+        self.pointwise_quantizer = LastValueQuantizer(num_bits=depthwise.num_bits, per_axis=depthwise.per_axis,
+                                                      symmetric=depthwise.symmetric,
+                                                      narrow_range=depthwise.narrow_range, channel_dims=1)
+        self.middle_quantizer = MovingAverageQuantizer()
+        self.middle_vars = self.middle_quantizer.build(None, f"{self.layer.name}_depthwise_output", self)
+        self.output_quantizers = self.quantize_config.get_output_quantizers(self.layer) if self.quantize_output else []
+        self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
+                            for i, q in enumerate(self.output_quantizers)]
+        self.built = True
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        from keras import ops
+
+        training = bool(training)
+        layer = self.layer
+        depthwise_kernel = self.depthwise_quantizer(layer.depthwise_kernel, training, {})
+        pointwise_kernel = self.pointwise_quantizer(layer.pointwise_kernel, training, {})
+        middle = ops.depthwise_conv(inputs, depthwise_kernel, strides=layer.strides, padding=layer.padding,
+                                    dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        middle = self.middle_quantizer(middle, training, self.middle_vars)
+        outputs = ops.conv(middle, pointwise_kernel, strides=1, padding="valid", data_format=layer.data_format)
+        if layer.use_bias:
+            outputs = outputs + layer.bias
+        if layer.activation is not None:
+            outputs = layer.activation(outputs)
+        return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), quantize_config=_serialize(self.quantize_config),
+                    quantize_output=self.quantize_output)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "QuantizeSeparableConv":
+        config = dict(config)
+        config["layer"] = keras.layers.deserialize(config["layer"])
+        return cls(**config)

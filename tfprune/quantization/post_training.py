@@ -15,7 +15,12 @@ import numpy as np
 
 from tfprune.quantization import calibration
 from tfprune.quantization.apply import quantize_model
-from tfprune.quantization.layers import QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeWrapper
+from tfprune.quantization.layers import (
+    QuantizeFoldedBatchNorm,
+    QuantizeLayer,
+    QuantizeSeparableConv,
+    QuantizeWrapper,
+)
 from tfprune.quantization.quantizers import MovingAverageQuantizer, recording_activations
 
 
@@ -114,6 +119,9 @@ def activation_quantizers(model: keras.Model) -> list[tuple[MovingAverageQuantiz
             pairs = list(zip(quantizers, layer.activation_vars)) + list(zip(layer.output_quantizers, layer.output_vars))
         elif isinstance(layer, QuantizeFoldedBatchNorm):
             pairs = list(zip(layer.output_quantizers, layer.output_vars))
+        elif isinstance(layer, QuantizeSeparableConv):
+            pairs = [(layer.middle_quantizer, layer.middle_vars)]
+            pairs += list(zip(layer.output_quantizers, layer.output_vars))
         else:
             continue
         found.extend((q, v) for q, v in pairs if isinstance(q, MovingAverageQuantizer))

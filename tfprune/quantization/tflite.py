@@ -153,9 +153,11 @@ def _convert(converter: Any, name: str, input_type: Any, output_type: Any) -> by
 
 
 def _has_quantizers(model: Any) -> bool:
-    from tfprune.quantization.layers import QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeWrapper
+    from tfprune.quantization import layers
 
-    return any(isinstance(layer, (QuantizeLayer, QuantizeWrapper, QuantizeFoldedBatchNorm))
+    quantize_aware = (layers.QuantizeLayer, layers.QuantizeWrapper, layers.QuantizeFoldedBatchNorm,
+                      layers.QuantizeSeparableConv)
+    return any(isinstance(layer, quantize_aware)
                for layer in model._flatten_layers(include_self=False, recursive=True))
 
 
