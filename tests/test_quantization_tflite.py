@@ -147,3 +147,17 @@ def test_separable_conv_runs_as_depthwise_then_pointwise_with_parity(tmp_path):
     path = str(tmp_path / "sep.keras")
     ptq.save(path)
     np.testing.assert_array_equal(keras.saving.load_model(path).predict(x, verbose=0), keras_out)
+
+
+def test_fused_softmax_gets_an_input_range_and_tflite_fixed_output_range():
+    inputs = keras.Input((6, 6, 2))
+    x = L.Conv2D(4, 3, activation="sigmoid", name="conv")(inputs)
+    model = keras.Model(inputs, L.Dense(5, activation="softmax", name="probs")(L.Flatten()(x)))
+    x = np.random.default_rng(1).normal(size=(32, 6, 6, 2)).astype("float32")
+    ptq = tfq.quantize_post_training(model, x, verbose=0)
+    data = tfq.to_tflite(ptq, inference_input_type=tf.int8)
+    assert tfq.float_operators(data) == []
+    scale, zero_point = tfq.quantization_parameters(data, "output")
+    assert scale == pytest.approx(1 / 256) and zero_point == -128  # TFLite's int8 softmax output
+    tflite_out, step = run_int8(data, x)
+    assert np.mean(np.abs(tflite_out - ptq.predict(x, verbose=0)) <= step * 1.001) >= 0.99

@@ -56,32 +56,41 @@ class WeightsQuantizeConfig(QuantizeConfig):
     """
 
     def __init__(self, weight_attrs: list[str], weight_quantizer: Quantizer | dict,
-                 output_quantizer: Quantizer | dict | None = None) -> None:
+                 output_quantizer: Quantizer | dict | None = None,
+                 activation_input_quantizer: Quantizer | dict | None = None) -> None:
+        def load(q: Any) -> Any:
+            return deserialize_quantizer(q) if isinstance(q, dict) else q
+
         self.weight_attrs = list(weight_attrs)
-        self.weight_quantizer = (deserialize_quantizer(weight_quantizer) if isinstance(weight_quantizer, dict)
-                                 else weight_quantizer)
-        self.output_quantizer = (deserialize_quantizer(output_quantizer) if isinstance(output_quantizer, dict)
-                                 else output_quantizer)
+        self.weight_quantizer = load(weight_quantizer)
+        self.output_quantizer = load(output_quantizer)
+        # For an activation TFLite runs as its own op (softmax, sigmoid, tanh): its input needs a range too.
+        self.activation_input_quantizer = load(activation_input_quantizer)
+        self.quantizes_activation_inputs = self.activation_input_quantizer is not None
 
     def get_weights_and_quantizers(self, layer: Any) -> list[tuple[Any, Quantizer]]:
         return [(getattr(layer, name), self.weight_quantizer) for name in self.weight_attrs]
 
     def get_activations_and_quantizers(self, layer: Any) -> list[tuple[Any, Quantizer]]:
-        return []
+        if self.activation_input_quantizer is None:
+            return []
+        return [(layer.activation, self.activation_input_quantizer)]
 
     def set_quantize_weights(self, layer: Any, quantize_weights: list) -> None:
         for name, value in zip(self.weight_attrs, quantize_weights):
             setattr(layer, _attribute_for_setting(layer, name), value)
 
     def set_quantize_activations(self, layer: Any, quantize_activations: list) -> None:
-        pass
+        if self.activation_input_quantizer is not None:
+            (layer.activation,) = quantize_activations
 
     def get_output_quantizers(self, layer: Any) -> list[Quantizer]:
         return [] if self.output_quantizer is None else [self.output_quantizer]
 
     def get_config(self) -> dict:
         return {"weight_attrs": self.weight_attrs, "weight_quantizer": serialize_quantizer(self.weight_quantizer),
-                "output_quantizer": serialize_quantizer(self.output_quantizer)}
+                "output_quantizer": serialize_quantizer(self.output_quantizer),
+                "activation_input_quantizer": serialize_quantizer(self.activation_input_quantizer)}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -175,14 +184,26 @@ def _weights(channel_dims: int = 1, per_axis: bool = True, attrs: tuple[str, ...
     def make(layer: Any) -> QuantizeConfig:
         quantizer = LastValueQuantizer(num_bits=8, per_axis=per_axis, symmetric=True, narrow_range=True,
                                        channel_dims=channel_dims)
-        return WeightsQuantizeConfig(list(attrs), quantizer, MovingAverageQuantizer())
+        output, before = _activation_quantizers(layer)
+        return WeightsQuantizeConfig(list(attrs), quantizer, output, before)
     return make
+
+
+def _activation_quantizers(layer: Any) -> tuple[Quantizer, Quantizer | None]:
+    """(output quantizer, quantizer of the activation's input or None) for a layer's fused `activation=`."""
+    name = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    if name in FUSED_ACTIVATIONS:
+        return MovingAverageQuantizer(), None
+    if name in FIXED_OUTPUT_RANGES:
+        return FixedRangeQuantizer(*FIXED_OUTPUT_RANGES[name]), MovingAverageQuantizer()
+    return MovingAverageQuantizer(), MovingAverageQuantizer()
 
 
 def _separable(layer: Any) -> QuantizeConfig:
     """Depthwise kernel per (input x multiplier) channel, pointwise kernel per output channel."""
+    output, before = _activation_quantizers(layer)
     return WeightsQuantizeConfig(["depthwise_kernel", "pointwise_kernel"],
-                                 LastValueQuantizer(per_axis=True, channel_dims=2), MovingAverageQuantizer())
+                                 LastValueQuantizer(per_axis=True, channel_dims=2), output, before)
 
 
 def _output(layer: Any) -> QuantizeConfig:

@@ -78,12 +78,17 @@ class QuantizeLayer(keras.layers.Layer):
 
 
 class _QuantizedActivation:
-    """An activation function followed by its quantizer, swapped into the layer during `call`."""
+    """An activation function and its quantizer, swapped into the layer during `call`: the quantizer runs
+    after the activation, or before it when the config says `quantizes_activation_inputs`."""
 
-    def __init__(self, activation: Any, quantizer: Quantizer, variables: dict, training: Any) -> None:
+    def __init__(self, activation: Any, quantizer: Quantizer, variables: dict, training: Any,
+                 before: bool = False) -> None:
         self.activation, self.quantizer, self.variables, self.training = activation, quantizer, variables, training
+        self.before = before
 
     def __call__(self, x: Any) -> Any:
+        if self.before:
+            return self.activation(self.quantizer(x, self.training, self.variables))
         return self.quantizer(self.activation(x), self.training, self.variables)
 
 
@@ -135,7 +140,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
         activations = config.get_activations_and_quantizers(self.layer)
         original_activations = [a for a, _ in activations]
         config.set_quantize_weights(self.layer, [q(w, training, v) for (w, q), v in zip(pairs, self.weight_vars)])
-        config.set_quantize_activations(self.layer, [_QuantizedActivation(a, q, v, training)
+        before = bool(getattr(config, "quantizes_activation_inputs", False))
+        config.set_quantize_activations(self.layer, [_QuantizedActivation(a, q, v, training, before)
                                                      for (a, q), v in zip(activations, self.activation_vars)])
         try:
             outputs = _call_layer(self.layer, inputs, training, kwargs)
@@ -312,6 +318,9 @@ class QuantizeSeparableConv(keras.layers.Wrapper):
                                                       narrow_range=depthwise.narrow_range, channel_dims=1)
         self.middle_quantizer = MovingAverageQuantizer()
         self.middle_vars = self.middle_quantizer.build(None, f"{self.layer.name}_depthwise_output", self)
+        before = getattr(self.quantize_config, "activation_input_quantizer", None)
+        self.activation_input_vars = (None if before is None
+                                      else before.build(None, f"{self.layer.name}_activation0", self))
         self.output_quantizers = self.quantize_config.get_output_quantizers(self.layer) if self.quantize_output else []
         self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
                             for i, q in enumerate(self.output_quantizers)]
@@ -330,6 +339,8 @@ class QuantizeSeparableConv(keras.layers.Wrapper):
         outputs = ops.conv(middle, pointwise_kernel, strides=1, padding="valid", data_format=layer.data_format)
         if layer.use_bias:
             outputs = outputs + layer.bias
+        if self.activation_input_vars is not None:
+            outputs = self.quantize_config.activation_input_quantizer(outputs, training, self.activation_input_vars)
         if layer.activation is not None:
             outputs = layer.activation(outputs)
         return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)

@@ -122,6 +122,8 @@ def activation_quantizers(model: keras.Model) -> list[tuple[MovingAverageQuantiz
         elif isinstance(layer, QuantizeSeparableConv):
             pairs = [(layer.middle_quantizer, layer.middle_vars)]
             pairs += list(zip(layer.output_quantizers, layer.output_vars))
+            if layer.activation_input_vars is not None:
+                pairs.append((layer.quantize_config.activation_input_quantizer, layer.activation_input_vars))
         else:
             continue
         found.extend((q, v) for q, v in pairs if isinstance(q, MovingAverageQuantizer))
