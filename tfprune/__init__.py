@@ -2,6 +2,7 @@
 
 Magnitude pruning: `prune_low_magnitude`, the schedules, `UpdatePruningStep`, `strip_pruning`.
 Structured pruning: `tfprune.structured` (`prune_filters`, `DependencyGraph`, ...).
+Quantization (QAT, calibrated PTQ, full-integer TFLite): `tfprune.quantization`.
 One-shot pruning from calibration data (magnitude, Wanda, SparseGPT): `tfprune.oneshot`.
 In-place pruning of built layers, `torch.nn.utils.prune` style: `tfprune.functional`.
 Per-layer knowledge: `tfprune.layers` (`register_layer` gives a custom layer every capability).
@@ -24,6 +25,7 @@ from tfprune import (
     m_by_n,
     masks,
     oneshot,
+    quantization,
     sparsity,
     structured,
     summary,
@@ -93,6 +95,7 @@ __all__ = [
     "prune_filters",
     "prune_low_magnitude",
     "prune_scope",
+    "quantization",
     "register_layer",
     "relink_global_pruning",
     "sparsity",

@@ -8,6 +8,6 @@ Example:
     >>> model = keras.saving.load_model("pruned.keras")
 """
 
-from tfprune import functional, hparams, layers, schedules, wrapper
+from tfprune import functional, hparams, layers, quantization, schedules, wrapper
 
-REGISTERING_MODULES = (functional, hparams, layers, schedules, wrapper)
+REGISTERING_MODULES = (functional, hparams, layers, quantization, schedules, wrapper)

@@ -128,7 +128,7 @@ def strip_checkpoint(
         filename: output name; its extension gives the format when `output_format` is None
             (`.keras`, `.tflite`, no extension = SavedModel directory).
         output_format: a name in `FORMATS` ('keras', 'saved_model', 'tflite', 'tflite_dynamic_int8' alias
-            'tflite_int8'), or a format added with `register_format`.
+            'tflite_int8', 'tflite_full_int8' from a quantize-aware model), or one added with `register_format`.
         output_node_names: layer names (list or comma-separated) whose outputs the export keeps.
         baseline: an unpruned model file (or SavedModel directory) to compare zipped sizes with.
         overwrite: replace an existing output.
@@ -176,6 +176,8 @@ def strip_checkpoint(
             raise
         except Exception as err:  # noqa: BLE001
             raise ExportFailure(f"could not strip {choice.path!r}: {first_line(err)}") from None
+        if fmt == "tflite_full_int8":  # a quantize-aware checkpoint need not be pruned
+            warnings = [w for w in warnings if "no pruning wrappers" not in w]
         try:
             write_model(stripped, path, fmt)
         except Exception as err:  # noqa: BLE001

@@ -2,8 +2,9 @@
 
 Each format is one entry `{name: suffix, writer, predictor, tolerance}`; `tfprune-strip` and
 `strip_checkpoint` read the table, so adding a format is one `register_format` call. Built in:
-`keras`, `saved_model` (`model.export`), `tflite` (float) and `tflite_dynamic_int8` (post-training
-dynamic-range quantization: int8 weights, float activations; `tflite_int8` is its earlier name).
+`keras`, `saved_model` (`model.export`), `tflite` (float), `tflite_dynamic_int8` (post-training
+dynamic-range quantization: int8 weights, float activations; `tflite_int8` is its earlier name) and
+`tflite_full_int8` (full-integer TFLite of a quantize-aware model, `tfprune.quantization`).
 
 Every writer writes to a temporary path inside the output directory, then it is renamed over the
 target, so the output is either complete or absent.
@@ -218,6 +219,21 @@ register_format(
                  "TFLite with dynamic-range quantization: int8 weights, float activations (smaller; on x86 "
                  "often slower than float)", "stripped_int8.tflite", relative_tolerance=True),
     aliases=("tflite_int8",),
+)
+
+
+def _write_full_int8(model: Any, path: str) -> None:
+    from tfprune.quantization.tflite import to_tflite
+
+    with open(path, "wb") as handle:
+        handle.write(to_tflite(model))
+
+
+register_format(
+    ExportFormat("tflite_full_int8", ".tflite", _write_full_int8, predict_tflite, 0.05,
+                 "full-integer int8 TFLite of a quantize-aware model (tfprune.quantization.quantize_model or "
+                 "quantize_post_training): int8 weights and activations, the fast one on CPUs",
+                 "stripped_full_int8.tflite", relative_tolerance=True),
 )
 
 

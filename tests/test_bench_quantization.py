@@ -1,0 +1,51 @@
+"""tools/bench_quantization.py at tiny settings: every row, TFLite runners, the markdown and the README block."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers import load_tool
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_table_and_readme_block(tmp_path, capsys):
+    bench = load_tool("bench_quantization")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench_quantization:begin -->\nold\n<!-- bench_quantization:end -->\ntail\n")
+    markdown = tmp_path / "results" / "bench_quantization.md"
+    result = bench.main(["--seeds", "1", "--train", "256", "--eval", "128", "--epochs", "1", "--qat_epochs", "1",
+                         "--repeats", "2", "--latency_models", "resnet8", "--no_tfmot",
+                         "--markdown", str(markdown), "--readme", str(readme)])
+    names = [r["name"] for r in result["summary"]]
+    assert names == ["float", "TFLite converter PTQ", "tfprune PTQ (minmax)", "tfprune PTQ (percentile)",
+                     "tfprune PTQ (entropy)", "tfprune PTQ (mse)", "tfprune QAT"]
+    for row in result["summary"]:
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["zip_bytes"] <= row["raw_bytes"] * 1.01
+        assert row["b1_ms"] > 0 and row["b32_ms"] > 0
+    sizes = {r["name"]: r["raw_bytes"] for r in result["summary"]}
+    assert sizes["tfprune QAT"] < 0.4 * sizes["float"]  # int8 weights
+    assert result["summary"][-1]["epoch_ratio"] > 0
+    assert result["latency"][0]["model"] == "resnet8 32x32"
+    text = markdown.read_text()
+    assert "| tfprune QAT |" in text and "full-integer b1 ms" in text
+    content = readme.read_text()
+    assert content.startswith("intro\n<!-- bench_quantization:begin -->\n`python tools/bench_quantization.py")
+    assert "old" not in content and content.endswith("<!-- bench_quantization:end -->\ntail\n")
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["summary"] == result["summary"]
+
+
+def test_runner_dequantizes_int8_outputs():
+    bench = load_tool("bench_quantization")
+    import keras
+    import tensorflow as tf
+
+    import tfprune.quantization as tfq
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    data = tfq.to_tflite(tfq.quantize_post_training(model, x, verbose=0), inference_input_type=tf.int8)
+    got = bench.TFLiteRunner(data, x.shape)(x)
+    expected = model.predict(x, verbose=0)
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max() + 0.02
