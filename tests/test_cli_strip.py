@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tfprune
-from tests.helpers import classification_data, small_cnn
+from tests.helpers import LOAD_MAKE_INTERPRETER, classification_data, small_cnn
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
 
@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
     return root
 
 
-PLAIN_LOADER = textwrap.dedent("""
+PLAIN_LOADER = LOAD_MAKE_INTERPRETER + textwrap.dedent("""
     import sys, json, numpy as np
     import keras, tensorflow as tf
     path, fmt, root = sys.argv[1:4]
@@ -53,7 +53,7 @@ PLAIN_LOADER = textwrap.dedent("""
         out = model.predict(x, verbose=0)
         names = [v.path for v in model.weights]
     else:
-        interpreter = tf.lite.Interpreter(model_path=path)
+        interpreter = make_interpreter(model_path=path)
         runner = interpreter.get_signature_runner()
         (name,) = runner.get_input_details().keys()
         out = np.concatenate([list(runner(**{name: x[i:i + 1]}).values())[0] for i in range(len(x))])

@@ -99,11 +99,9 @@ def predict_artifact(path: str, output_format: str, x: Any) -> list:
     if output_format == "saved_model":
         loaded = tf.saved_model.load(path)  # keep a reference: its variables must outlive the call
         return _as_list(loaded.serve(tf.constant(x)))
-    import warnings
+    from tfprune.interpreter import make_interpreter
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the deprecation notice of tf.lite.Interpreter
-        interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter = make_interpreter(model_path=path)
     runner = interpreter.get_signature_runner()
     (name,) = runner.get_input_details().keys()
     return _as_list(runner(**{name: x}))
