@@ -110,7 +110,8 @@ def test_cli_saved_model_and_table(trained, tmp_path):
     ("missing", 2, "does not exist"),
     ("empty", 2, "is empty"),
     ("no_checkpoint", 2, "no checkpoint"),
-    ("corrupt", 1, "truncated or corrupt"),
+    ("corrupt", 2, "no complete checkpoint"),  # a truncated .keras is never picked
+    ("bad_config", 1, "truncated or corrupt"),  # a complete archive whose content does not load
     ("unknown_format", 2, "unknown --output_format"),
     ("unwritable", 2, "output directory"),
     ("exists", 2, "--overwrite"),
@@ -127,6 +128,12 @@ def test_cli_bad_input(trained, tmp_path, case, code, needle):
     if case in ("corrupt", "unknown_format", "unwritable", "exists"):
         data = (trained / "ck" / "ckpt-03.keras").read_bytes()
         (ck / "ckpt-01.keras").write_bytes(data if case != "corrupt" else data[:500])
+    if case == "bad_config":
+        import zipfile
+
+        with zipfile.ZipFile(ck / "ckpt-01.keras", "w") as archive:
+            archive.writestr("config.json", "{not json")
+            archive.writestr("metadata.json", "{}")
     if case == "unknown_format":
         args += ["--output_format", "onnx"]
     if case == "unwritable":
