@@ -182,28 +182,6 @@ def test_comprehensive_functional_and_sequential_examples():
     model_for_pruning.fit(x_train, y_train, callbacks=[tfprune.UpdatePruningStep()], verbose=0)
 
 
-def test_comprehensive_sequential_with_input_shape_on_wrapped_layer():
-    model_for_pruning = keras.Sequential([
-        tfprune.prune_low_magnitude(keras.layers.Dense(20, input_shape=input_shape)),
-        keras.layers.Flatten(),
-    ])
-    model_for_pruning.summary(print_fn=lambda *a, **k: None)
-
-
-def test_comprehensive_custom_prunable_layer():
-    class MyDenseLayer(keras.layers.Dense, tfprune.PrunableLayer):
-        def get_prunable_weights(self):
-            # Prune bias also, though that usually harms model accuracy too much.
-            return [self.kernel, self.bias]
-
-    # Use `prune_low_magnitude` to make the `MyDenseLayer` layer train with pruning.
-    model_for_pruning = keras.Sequential([
-        tfprune.prune_low_magnitude(MyDenseLayer(20, input_shape=input_shape)),
-        keras.layers.Flatten(),
-    ])
-    model_for_pruning.summary(print_fn=lambda *a, **k: None)
-
-
 def test_comprehensive_fit_with_callbacks_and_tensorboard(tmp_path):
     base_model = setup_model()
     base_model.load_weights(setup_pretrained_weights(tmp_path))
