@@ -2,17 +2,17 @@
 
 Guides: "Pruning in Keras example", "Pruning comprehensive guide", "Sparse weights using structural
 pruning" (2:4) and "Pruning for on-device inference with XNNPACK". The code is the guides' own
-(`tf.keras` is Keras 3 here), on a small slice of the bundled MNIST set so the module stays fast.
+(`tf.keras` is spelled `keras`: Keras 3), on a small slice of the bundled MNIST set so the module stays fast.
 """
 
 import os
 import tempfile
 import warnings
 
+import keras  # the guides' `tf.keras`; Keras 3 by name, whatever TF_USE_LEGACY_KERAS another test module set
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow import keras
 
 import tfprune
 from tfprune.datasets import load_mnist
