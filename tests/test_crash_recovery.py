@@ -79,8 +79,10 @@ np.savez(os.path.join(work, "final.npz"), **arrays)
 
 
 def _env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                CUDA_VISIBLE_DEVICES="", TF_DETERMINISTIC_OPS="1")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               CUDA_VISIBLE_DEVICES="", TF_DETERMINISTIC_OPS="1")
+    env.pop("TF_USE_LEGACY_KERAS", None)  # set process-wide once any test module imported tfmot
+    return env
 
 
 def _train(work, kill_at):

@@ -92,6 +92,7 @@ def _env(**extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     env.pop("TF_CONFIG", None)
+    env.pop("TF_USE_LEGACY_KERAS", None)  # set process-wide once any test module imported tfmot
     env.update(extra)
     return env
 
