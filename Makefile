@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/python -m tfprune.demo
+	$(BIN)/tfprune-demo
 
 test: venv
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q tests

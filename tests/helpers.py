@@ -62,3 +62,17 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+INTERPRETER_MODULE = __import__("os").path.join(
+    __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))),
+    "tfprune", "interpreter.py")
+
+# For subprocess scripts that must not import tfprune: defines `make_interpreter` from
+# tfprune/interpreter.py loaded by path (LiteRT where installed, tf.lite otherwise).
+LOAD_MAKE_INTERPRETER = f"""
+import importlib.util as _ilu
+_spec = _ilu.spec_from_file_location("_tfprune_interpreter", {INTERPRETER_MODULE!r})
+_mod = _ilu.module_from_spec(_spec); _spec.loader.exec_module(_mod)
+make_interpreter = _mod.make_interpreter
+"""

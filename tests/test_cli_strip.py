@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tfprune
-from tests.helpers import classification_data, small_cnn
+from tests.helpers import LOAD_MAKE_INTERPRETER, classification_data, small_cnn
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
 
@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
     return root
 
 
-PLAIN_LOADER = textwrap.dedent("""
+PLAIN_LOADER = LOAD_MAKE_INTERPRETER + textwrap.dedent("""
     import sys, json, numpy as np
     import keras, tensorflow as tf
     path, fmt, root = sys.argv[1:4]
@@ -53,7 +53,7 @@ PLAIN_LOADER = textwrap.dedent("""
         out = model.predict(x, verbose=0)
         names = [v.path for v in model.weights]
     else:
-        interpreter = tf.lite.Interpreter(model_path=path)
+        interpreter = make_interpreter(model_path=path)
         runner = interpreter.get_signature_runner()
         (name,) = runner.get_input_details().keys()
         out = np.concatenate([list(runner(**{name: x[i:i + 1]}).values())[0] for i in range(len(x))])
@@ -111,7 +111,8 @@ def test_cli_saved_model_and_table(trained, tmp_path):
     ("missing", 2, "does not exist"),
     ("empty", 2, "is empty"),
     ("no_checkpoint", 2, "no checkpoint"),
-    ("corrupt", 1, "truncated or corrupt"),
+    ("corrupt", 2, "no complete checkpoint"),  # a truncated .keras is never picked
+    ("bad_config", 1, "truncated or corrupt"),  # a complete archive whose content does not load
     ("unknown_format", 2, "unknown --output_format"),
     ("unwritable", 2, "output directory"),
     ("exists", 2, "--overwrite"),
@@ -128,6 +129,12 @@ def test_cli_bad_input(trained, tmp_path, case, code, needle):
     if case in ("corrupt", "unknown_format", "unwritable", "exists"):
         data = (trained / "ck" / "ckpt-03.keras").read_bytes()
         (ck / "ckpt-01.keras").write_bytes(data if case != "corrupt" else data[:500])
+    if case == "bad_config":
+        import zipfile
+
+        with zipfile.ZipFile(ck / "ckpt-01.keras", "w") as archive:
+            archive.writestr("config.json", "{not json")
+            archive.writestr("metadata.json", "{}")
     if case == "unknown_format":
         args += ["--output_format", "onnx"]
     if case == "unwritable":

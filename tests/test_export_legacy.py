@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+from tests.helpers import LOAD_MAKE_INTERPRETER
+
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("tf_keras") is None or importlib.util.find_spec("tensorflow_model_optimization") is None,
     reason="needs tf_keras and tensorflow-model-optimization",
@@ -38,9 +40,9 @@ MAKE_H5 = textwrap.dedent("""
     np.save(sys.argv[2], x[:8]); np.save(sys.argv[3], p.predict(x[:8], verbose=0))
 """)
 
-RUN_TFLITE = textwrap.dedent("""
+RUN_TFLITE = LOAD_MAKE_INTERPRETER + textwrap.dedent("""
     import sys, json, numpy as np, tensorflow as tf
-    interpreter = tf.lite.Interpreter(model_path=sys.argv[1])
+    interpreter = make_interpreter(model_path=sys.argv[1])
     runner = interpreter.get_signature_runner()
     (name,) = runner.get_input_details().keys()
     x = np.load(sys.argv[2])

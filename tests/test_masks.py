@@ -374,13 +374,14 @@ def test_block_other_errors():
 
 
 def ref_m_by_n_keep(w, m, n, axis):
+    """Keeps the n - m largest of every n consecutive entries along `axis` (at least m zeros)."""
     mag = np.moveaxis(np.abs(w.astype(np.float32)), axis, -1)
     length = mag.shape[-1]
     keep = np.zeros(mag.shape, bool)
     for idx in np.ndindex(mag.shape[:-1]):
         for start in range(0, length, n):
             group = mag[idx][start : start + n]
-            top = np.argsort(group, kind="stable")[::-1][:m]  # largest; later index wins ties
+            top = np.argsort(group, kind="stable")[::-1][: n - m]  # largest; later index wins ties
             keep[idx + (start + top,)] = True
     return np.moveaxis(keep, -1, axis)
 
@@ -393,11 +394,13 @@ def ref_m_by_n_keep(w, m, n, axis):
         ((5, 12, 3), 1, 2, 1),  # Conv1D
         ((30,), 3, 8, 0),  # 1-D, partial group of 6
         ((40, 3), 5, 32, 0),  # large group: sort path, partial group of 8
-        ((7, 2), 6, 20, 0),  # group longer than the axis: 6 of the 7 kept
+        ((7, 2), 14, 20, 0),  # group longer than the axis: 6 of the 7 kept
+        ((12, 3), 3, 4, 0),  # 3 zeros in every 4: 75% sparse
+        ((40, 3), 27, 32, 0),  # sort path, partial group of 8 keeps 5
     ],
 )
 @pytest.mark.parametrize("kind", ["normal", "ties"])
-def test_m_by_n_keeps_the_m_largest(shape, m, n, axis, kind):
+def test_m_by_n_keeps_the_n_minus_m_largest(shape, m, n, axis, kind):
     w = random_weights(shape, seed=len(shape) + m, kind=kind)
     assert masks.input_channel_axis(len(shape)) == axis
     mask = masks.m_by_n_mask(w, m, n)
@@ -405,8 +408,8 @@ def test_m_by_n_keeps_the_m_largest(shape, m, n, axis, kind):
     np.testing.assert_array_equal(mask.numpy().astype(bool), ref_m_by_n_keep(w, m, n, axis))
     assert bool(masks.check_m_by_n(w * mask.numpy(), m, n))
     full_groups = (shape[axis] // n) * (np.prod(shape) // shape[axis])
-    assert int(tf.reduce_sum(mask)) >= full_groups * m  # every full group keeps exactly m
-    assert int(tf.reduce_sum(mask)) <= -(-shape[axis] // n) * (np.prod(shape) // shape[axis]) * m
+    assert int(tf.reduce_sum(mask)) >= full_groups * (n - m)  # every full group keeps exactly n - m
+    assert int(tf.reduce_sum(mask)) <= -(-shape[axis] // n) * (np.prod(shape) // shape[axis]) * (n - m)
 
 
 def test_m_by_n_ties_and_zeros():
@@ -417,8 +420,9 @@ def test_m_by_n_ties_and_zeros():
 
 def test_m_by_n_axis_override_and_xla():
     w = random_weights((6, 8), seed=9)
-    mask = masks.m_by_n_mask(w, 1, 4, axis=-1)
-    np.testing.assert_array_equal(mask.numpy().astype(bool), ref_m_by_n_keep(w, 1, 4, 1))
+    mask = masks.m_by_n_mask(w, 3, 4, axis=-1)
+    np.testing.assert_array_equal(mask.numpy().astype(bool), ref_m_by_n_keep(w, 3, 4, 1))
+    assert int(tf.reduce_sum(mask)) == 6 * 2  # one kept in each group of 4
     compiled = tf.function(lambda w: masks.m_by_n_mask(w, 2, 4), jit_compile=True)
     np.testing.assert_array_equal(compiled(tf.constant(w)).numpy(), masks.m_by_n_mask(w, 2, 4).numpy())
 
@@ -439,13 +443,23 @@ def test_m_by_n_violations_counts_groups():
     w[4:6, 1] = 2.0  # 2 non-zeros: fine
     assert int(masks.m_by_n_violations(w, 2, 4)) == 2
     assert not bool(masks.check_m_by_n(w, 2, 4))
-    assert int(masks.m_by_n_violations(w, 3, 4)) == 1
-    assert int(masks.m_by_n_violations(np.full([6], np.nan, np.float32), 1, 4)) == 2  # NaN is non-zero
+    assert int(masks.m_by_n_violations(w, 1, 4)) == 1  # only the all-non-zero group lacks one zero
+    assert int(masks.m_by_n_violations(w, 3, 4)) == 3  # every group with 2+ non-zeros lacks zeros
+    assert int(masks.m_by_n_violations(np.full([6], np.nan, np.float32), 3, 4)) == 2  # NaN is non-zero
+    # The partial last group (2 of 6 entries) is held to n - m non-zeros.
+    assert int(masks.m_by_n_violations(np.array([0, 0, 0, 1, 1, 1], np.float32), 3, 4)) == 1
+
+
+def test_m_by_n_sparsity_follows_tfmot_meaning():
+    w = random_weights((64, 8), seed=3)
+    for m, n, expected in [(1, 4, 0.25), (2, 4, 0.5), (3, 4, 0.75), (1, 2, 0.5), (2, 8, 0.25)]:
+        mask = masks.m_by_n_mask(w, m, n).numpy()
+        assert 1.0 - mask.mean() == pytest.approx(expected), (m, n)
 
 
 @pytest.mark.parametrize("m,n", [(4, 4), (0, 4), (5, 4), (2.0, 4), (True, 4)])
 def test_m_by_n_errors(m, n):
-    with pytest.raises(ValueError, match=r"0 < m < n; received"):
+    with pytest.raises(ValueError, match=r"at least m zeros.*0 < m < n; received"):
         masks.m_by_n_mask(tf.ones([8, 2]), m, n)
 
 

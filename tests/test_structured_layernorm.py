@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from tfprune.interpreter import make_interpreter
 from tfprune.structured import (
     DependencyGraph,
     PrunedLayerNormalization,
@@ -212,7 +213,7 @@ def test_exact_layers_convert_to_tflite():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         content = tf.lite.TFLiteConverter.from_keras_model(pruned).convert()
-        interpreter = tf.lite.Interpreter(model_content=content)
+        interpreter = make_interpreter(model_content=content)
     x = inputs_for(model, batch=1)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)

@@ -133,7 +133,7 @@ def test_m_by_n_after_fit(m, n):
         full = (length // n) * n
         if full:
             kept = moved[:, :full].reshape(moved.shape[0], -1, n).sum(-1)
-            assert np.all(kept == m), name  # exactly M kept in every full group
+            assert np.all(kept == n - m), name  # exactly N - M kept (M zeros) in every full group
         assert np.all(weight[mask == 0] == 0)
     # The stripped model still complies; an unpruned model does not.
     assert all(check_m_by_n(tfprune.strip_pruning(pruned), m, n).values())
@@ -154,6 +154,8 @@ def test_m_by_n_mask_fixed_during_training():
 def test_check_m_by_n_tensor_and_report():
     assert check_m_by_n(np.array([[1.0], [0.0], [2.0], [0.0]]), 2, 4) is True
     assert check_m_by_n(np.array([[1.0], [1.0], [2.0], [0.0]]), 2, 4) is False
+    assert check_m_by_n(np.array([[1.0], [1.0], [2.0], [0.0]]), 1, 4) is True  # one zero is enough for 1:4
+    assert check_m_by_n(np.array([[1.0], [0.0], [2.0], [0.0]]), 3, 4) is False
     assert check_m_by_n(keras.Variable(np.zeros((8, 3), "float32")), 2, 4) is True
     model = small_cnn()
     rows = m_by_n_report(model, 2, 4)

@@ -17,13 +17,14 @@ How these differ from tfmot's schedules:
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from tfprune.schedules import PruningSchedule, _check_sparsity
+from tfprune.schedules import PruningSchedule, _check_int, _check_sparsity
 
 _DEFAULTS: dict[str, Any] = {
     "name": "model_pruning",
@@ -100,23 +101,29 @@ def _coerce(key: str, value: Any) -> Any:
     if isinstance(default, int):
         if isinstance(value, bool):
             raise _bad(key, value)
+        number = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str):
             try:
-                return int(value.strip())
-            except ValueError:
+                number = int(value.strip())
+            except ValueError:  # also digit strings beyond Python's int conversion limit
                 pass
-        raise _bad(key, value)
+        if number is None or not -(2**63) <= number < 2**63:  # steps are int64 tensors
+            raise _bad(key, value)
+        return number
     if isinstance(default, float):
         if isinstance(value, bool):
             raise _bad(key, value)
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise _bad(key, value) from None
+        if not math.isfinite(number):
+            raise _bad(key, value)
+        return number
     if isinstance(default, list):
         if isinstance(value, (list, tuple)):
             return [str(v).strip() for v in value]
@@ -140,11 +147,11 @@ def _parse_weight_sparsity_map(entries: list[str]) -> list[tuple[str, float]]:
             )
         try:
             re.compile(pattern)
-        except re.error as err:
+        except (re.error, OverflowError, RecursionError) as err:
             raise ValueError(f"Invalid regex {pattern!r} in weight_sparsity_map: {err}.") from None
         try:
             sparsity = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise _bad("weight_sparsity_map", entry) from None
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(
@@ -167,7 +174,7 @@ def _parse_block_dims_map(entries: list[str]) -> list[tuple[str, tuple[int, int]
             )
         try:
             re.compile(pattern)
-        except re.error as err:
+        except (re.error, OverflowError, RecursionError) as err:
             raise ValueError(f"Invalid regex {pattern!r} in block_dims_map: {err}.") from None
         height, width = int(match.group(1)), int(match.group(2))
         for dim in (height, width):
@@ -333,14 +340,19 @@ class ContribSchedule(PruningSchedule):
         sparsity_function_end_step: int = 100,
         sparsity_function_exponent: float = 3.0,
     ):
-        self.begin_pruning_step = int(begin_pruning_step)
-        self.end_pruning_step = int(end_pruning_step)
-        self.pruning_frequency = int(pruning_frequency)
+        self.begin_pruning_step = _check_int("begin_pruning_step", begin_pruning_step)
+        self.end_pruning_step = _check_int("end_pruning_step", end_pruning_step)
+        self.pruning_frequency = _check_int("pruning_frequency", pruning_frequency)
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
-        self.sparsity_function_begin_step = int(sparsity_function_begin_step)
-        self.sparsity_function_end_step = int(sparsity_function_end_step)
-        self.sparsity_function_exponent = float(sparsity_function_exponent)
+        self.sparsity_function_begin_step = _check_int("sparsity_function_begin_step", sparsity_function_begin_step)
+        self.sparsity_function_end_step = _check_int("sparsity_function_end_step", sparsity_function_end_step)
+        try:
+            self.sparsity_function_exponent = float(sparsity_function_exponent)
+        except (TypeError, ValueError, OverflowError):
+            self.sparsity_function_exponent = math.nan
+        if isinstance(sparsity_function_exponent, bool) or not math.isfinite(self.sparsity_function_exponent):
+            raise _bad_schedule("sparsity_function_exponent", "a finite number")
         if self.sparsity_function_end_step <= self.sparsity_function_begin_step:
             raise _bad_schedule("sparsity_function_end_step", "> sparsity_function_begin_step")
         if self.pruning_frequency < 1:

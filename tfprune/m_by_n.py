@@ -1,8 +1,9 @@
 """Model-level M-by-N (semi-structured) sparsity check.
 
 `check_m_by_n(model, 2, 4)` reports, for every prunable weight of a Keras model, whether
-every group of 4 consecutive weights along the input-channel axis holds at most 2
-non-zeros (Dense `(in, out)`: axis 0; Conv `(kh, kw, cin, cout)`: axis -2). Wrapped
+every group of 4 consecutive weights along the input-channel axis holds at least 2 zeros
+(tfmot's meaning of `sparsity_m_by_n=(M, N)`: at least M zeros in every N; Dense
+`(in, out)`: axis 0; Conv `(kh, kw, cin, cout)`: axis -2). Wrapped
 layers are checked with their masks applied; plain layers of registered prunable types
 (e.g. after `strip_pruning`) are checked as stored.
 
@@ -32,11 +33,11 @@ def _weights_of(model: keras.layers.Layer) -> list[tuple[str, Any]]:
 
 
 def check_m_by_n(model_or_weights: Any, m: int, n: int, axis: int | None = None) -> Any:
-    """Whether weights follow M-by-N sparsity: at most `m` non-zeros in every `n` consecutive.
+    """Whether weights follow M-by-N sparsity: at least `m` zeros in every `n` consecutive.
 
     Args:
         model_or_weights: a Keras model or layer (wrapped or plain), or one tensor/array.
-        m: most non-zeros allowed per group (2 for 2:4), `0 < m < n`.
+        m: least number of zeros per group (2 for 2:4, 1 for 1:4 = 25% sparse), `0 < m < n`.
         n: group length along the input-channel axis (`tfprune.masks.input_channel_axis`).
         axis: optional axis override (applied to every weight).
 
@@ -63,7 +64,7 @@ def check_m_by_n(model_or_weights: Any, m: int, n: int, axis: int | None = None)
 
 
 def m_by_n_report(model: keras.layers.Layer, m: int, n: int, axis: int | None = None) -> list[dict]:
-    """Per prunable weight: name, shape, groups violating M-by-N, and whether it complies.
+    """Per prunable weight: name, shape, groups with fewer than `m` zeros in `n`, and whether it complies.
 
     Example:
         >>> [r for r in m_by_n_report(model, 2, 4) if not r["ok"]]

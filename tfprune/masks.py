@@ -444,8 +444,8 @@ def _check_m_n(m: Any, n: Any) -> tuple[int, int]:
     ok = all(isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool) for v in (m, n))
     if not ok or not 0 < m < n:
         raise ValueError(
-            f"M-by-N sparsity keeps m of every n consecutive weights and needs integers "
-            f"0 < m < n; received m={m!r}, n={n!r}. Example: m=2, n=4."
+            f"M-by-N sparsity sets at least m zeros in every n consecutive weights (tfmot's meaning) "
+            f"and needs integers 0 < m < n; received m={m!r}, n={n!r}. Example: m=2, n=4 for 2:4."
         )
     return int(m), int(n)
 
@@ -477,29 +477,32 @@ def _resolve_axis(axis: int | None, rank: int) -> int:
 
 
 def m_by_n_mask(weights: Any, m: int, n: int, axis: int | None = None) -> tf.Tensor:
-    """Keeps the `m` largest magnitudes in every group of `n` consecutive weights.
+    """Zeroes the `m` smallest magnitudes in every group of `n` consecutive weights.
 
+    `(m, n)` means what `sparsity_m_by_n` means in tfmot: **at least `m` zeros** in
+    every `n` consecutive weights, so each group keeps its `n - m` largest
+    magnitudes (`(1, 4)` is 25% sparse, `(3, 4)` 75%; 2:4 is `m=2, n=4`).
     Groups run along the input-channel axis (`input_channel_axis`: Dense
     `(in, out)` axis 0, Conv `(kh, kw, cin, cout)` axis -2, 1-D axis 0) unless
     `axis` is given. When that axis is not a multiple of `n`, the last partial
-    group keeps at most `m` too. Ties inside a group: the lower index is pruned
-    first; NaN counts as the largest magnitude. Note `m` is the number *kept*
-    (2:4 sparsity is `m=2, n=4`).
+    group keeps at most `n - m` too. Ties inside a group: the lower index is
+    pruned first; NaN counts as the largest magnitude.
 
     Args:
         weights: floating tensor of known shape, rank >= 1.
-        m: weights kept per group, `0 < m < n`.
+        m: least number of zeros per group, `0 < m < n`.
         n: group length.
         axis: optional axis override.
 
     Returns:
-        The mask, shape and dtype of `weights`; at most `m` ones per group.
+        The mask, shape and dtype of `weights`; at most `n - m` ones per group.
 
     Example:
-        >>> m_by_n_mask(tf.constant([[0.1], [-0.9], [0.5], [0.2]]), 2, 4).numpy().ravel()
-        array([0., 1., 1., 0.], dtype=float32)
+        >>> m_by_n_mask(tf.constant([[0.1], [-0.9], [0.5], [0.2]]), 1, 4).numpy().ravel()
+        array([0., 1., 1., 1.], dtype=float32)
     """
     m, n = _check_m_n(m, n)
+    kept = n - m
     weights = _as_float_tensor(weights)
     shape = _static_shape(weights, "m_by_n_mask")
     axis = _resolve_axis(axis, len(shape))
@@ -509,17 +512,19 @@ def m_by_n_mask(weights: Any, m: int, n: int, axis: int | None = None) -> tf.Ten
         later = tf.constant(np.triu(np.ones([n, n], bool), k=1))
         mine, other = groups[..., :, None], groups[..., None, :]
         beaten = tf.logical_or(other > mine, tf.logical_and(other == mine, later))
-        keep = tf.reduce_sum(tf.cast(beaten, tf.int32), axis=-1) < m
+        keep = tf.reduce_sum(tf.cast(beaten, tf.int32), axis=-1) < kept
     else:
         order = tf.argsort(groups, axis=-1, stable=True)  # ascending, ties by index
-        keep = tf.argsort(order, axis=-1, stable=True) >= n - m
+        keep = tf.argsort(order, axis=-1, stable=True) >= m
     return tf.cast(undo(keep), weights.dtype)
 
 
 def m_by_n_violations(weights: Any, m: int, n: int, axis: int | None = None) -> tf.Tensor:
-    """Number of groups (as in `m_by_n_mask`) with more than `m` non-zero weights.
+    """Number of groups (as in `m_by_n_mask`) with fewer than `m` zeros.
 
-    NaN counts as non-zero. Returns an int32 scalar tensor (`int(...)` eagerly).
+    A full group violates when it holds more than `n - m` non-zeros; the last
+    partial group is held to the same `n - m` non-zeros. NaN counts as non-zero.
+    Returns an int32 scalar tensor (`int(...)` eagerly).
 
     Example:
         >>> int(m_by_n_violations(tf.ones([8, 3]), 2, 4))
@@ -531,11 +536,11 @@ def m_by_n_violations(weights: Any, m: int, n: int, axis: int | None = None) -> 
     axis = _resolve_axis(axis, len(shape))
     nonzero = tf.cast(tf.not_equal(weights, tf.zeros([], weights.dtype)), tf.int32)
     groups, _ = _groups(nonzero, shape, axis, n, pad_value=0)
-    return tf.reduce_sum(tf.cast(tf.reduce_sum(groups, axis=-1) > m, tf.int32))
+    return tf.reduce_sum(tf.cast(tf.reduce_sum(groups, axis=-1) > n - m, tf.int32))
 
 
 def check_m_by_n(weights: Any, m: int, n: int, axis: int | None = None) -> tf.Tensor:
-    """True when every group of `n` (as in `m_by_n_mask`) has at most `m` non-zeros.
+    """True when every group of `n` (as in `m_by_n_mask`) has at least `m` zeros.
 
     Returns a boolean scalar tensor (usable as `bool(...)` eagerly).
 

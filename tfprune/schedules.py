@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any
 
 import keras
@@ -22,13 +23,16 @@ def _check_int(name: str, value: Any) -> int:
         hasattr(value, "__index__") and not isinstance(value, float)
     ):
         raise ValueError(f"`{name}` must be an integer; received {value!r}.")
-    return int(value)
+    value = int(value)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"`{name}` must fit in int64 (steps are int64 tensors); received {value}.")
+    return value
 
 
 def _check_sparsity(name: str, value: Any) -> float:
     try:
         value = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"`{name}` must be a number in [0, 1); received {value!r}.") from None
     if not 0.0 <= value < 1.0:
         raise ValueError(f"`{name}` must be in the range [0, 1); received {value}.")
@@ -152,8 +156,8 @@ class PolynomialDecay(PruningSchedule):
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
         self.begin_step, self.end_step, self.frequency = _check_steps(begin_step, end_step, frequency, False)
-        if isinstance(power, bool) or not isinstance(power, (int, float)):
-            raise ValueError(f"`power` must be a number; received {power!r}.")
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or not math.isfinite(power):
+            raise ValueError(f"`power` must be a finite number; received {power!r}.")
         self.power = power
 
     def __call__(self, step: Any) -> tuple[tf.Tensor, tf.Tensor]:

@@ -69,15 +69,26 @@ def validate_schedule(schedule: Any) -> PruningSchedule:
 
 
 def validate_m_by_n(m_by_n: Any) -> tuple[int, int] | None:
-    """Checks an `(M, N)` pattern: at most M non-zeros in every N consecutive weights."""
+    """Checks an `(M, N)` pattern: at least M zeros in every N consecutive weights (tfmot's meaning).
+
+    Example:
+        >>> validate_m_by_n((1, 4))   # 1 zero in every 4: 25% sparsity
+        (1, 4)
+    """
     if m_by_n is None:
         return None
     try:
         m, n = (int(v) for v in m_by_n)
     except (TypeError, ValueError):
-        raise ValueError(f"`sparsity_m_by_n` must be a pair (M, N) such as (2, 4); received {m_by_n!r}.") from None
+        raise ValueError(
+            "`sparsity_m_by_n` must be a pair (M, N): at least M zeros in every N consecutive weights, "
+            f"such as (2, 4); received {m_by_n!r}."
+        ) from None
     if not 0 < m < n:
-        raise ValueError(f"`sparsity_m_by_n` must satisfy 0 < M < N; received {m_by_n!r}.")
+        raise ValueError(
+            f"`sparsity_m_by_n` must satisfy 0 < M < N (at least M zeros in every N weights); received {m_by_n!r}. "
+            "Example: (2, 4) for 2:4 sparsity."
+        )
     return m, n
 
 

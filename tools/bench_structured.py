@@ -62,6 +62,7 @@ import tensorflow as tf  # noqa: E402
 
 from readme_block import replace_block, write_atomic  # noqa: E402
 from tfprune import analysis  # noqa: E402
+from tfprune.interpreter import make_interpreter  # noqa: E402
 from tfprune.structured import DependencyGraph, prune_filters  # noqa: E402
 from tfprune.structured.fold import fold_batchnorm  # noqa: E402
 from tfprune.structured.models import resnet_cifar  # noqa: E402
@@ -94,7 +95,7 @@ def tflite_runner(model: keras.Model | bytes, x: np.ndarray, threads: int | None
     content = model if isinstance(model, bytes) else tflite_model(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads or os.cpu_count())
+        interpreter = make_interpreter(model_content=content, num_threads=threads or os.cpu_count())
     detail = interpreter.get_input_details()[0]
     if tuple(detail["shape"]) != x.shape:
         interpreter.resize_tensor_input(detail["index"], x.shape, strict=False)

@@ -7,7 +7,10 @@ A checkpoint directory may hold:
 - tfmot-pruned tf_keras `.h5` files (legacy; loaded in a subprocess with tf_keras, see `legacy.py`).
 
 The newest candidate by modification time wins; ties are broken by name (the larger name wins, so
-`ckpt-10.keras` beats `ckpt-09.keras`).
+`ckpt-10.keras` beats `ckpt-09.keras`). Files that a writer killed mid-save can leave behind are never
+picked: hidden and temporary names (`.name`, `*.tmp`, `*.temp`, `*.part`, `*.partial`, `*~`) are
+skipped, and so are `.keras` archives without a complete zip directory or `config.json`, and `.h5`
+files that HDF5 cannot open; the choice's `reason` names what was skipped.
 
 Example:
     >>> choice = find_latest_checkpoint("ckpts")
@@ -18,11 +21,48 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from typing import Any
 
 from tfprune.export.errors import ExportFailure, ExportUsageError, first_line
 
 ARCHITECTURE_FILE = "model.json"
+_TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", "~")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name looks like a writer's temporary or hidden file, never a finished checkpoint.
+
+    Example:
+        >>> is_temporary_name(".tfprune-tmp-x.keras"), is_temporary_name("ckpt-03.keras")
+        (True, False)
+    """
+    lower = name.lower()
+    return lower.startswith(".") or lower.endswith(_TEMP_SUFFIXES)
+
+
+def is_complete_checkpoint_file(path: str, kind: str) -> bool:
+    """Whether a `.keras` (zip with `config.json`) or `.h5` file (opens with HDF5) was written to the end.
+
+    A save interrupted by a crash leaves a `.keras` file without the zip's closing directory, or an
+    HDF5 file whose superblock points past its end; both are rejected.
+
+    Example:
+        >>> is_complete_checkpoint_file("ckpts/ckpt-03.keras", "keras")
+        True
+    """
+    try:
+        if kind == "keras":
+            with zipfile.ZipFile(path) as archive:
+                return "config.json" in archive.namelist()
+        if kind == "h5":
+            import h5py
+
+            with h5py.File(path, "r"):
+                return True
+    except Exception:  # noqa: BLE001 - any reading error means incomplete
+        return False
+    return True
 
 
 @dataclasses.dataclass
@@ -95,15 +135,19 @@ def find_latest_checkpoint(directory: str) -> CheckpointChoice:
             "(filepath=dir/'ckpt-{epoch:02d}.keras') or tfprune.export.TFCheckpointWriter(dir) first."
         )
     candidates: list[tuple[float, str, str, str, list[str]]] = []
+    skipped: list[str] = []
     for name in names:
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
             continue
         lower = name.lower()
-        if lower.endswith(".keras"):
-            candidates.append((os.path.getmtime(path), name, "keras", path, [path]))
-        elif lower.endswith(".h5") or lower.endswith(".hdf5"):
-            candidates.append((os.path.getmtime(path), name, "h5", path, [path]))
+        kind = "keras" if lower.endswith(".keras") else "h5" if lower.endswith((".h5", ".hdf5")) else None
+        if kind is None:
+            continue
+        if is_temporary_name(name) or not is_complete_checkpoint_file(path, kind):
+            skipped.append(name)
+            continue
+        candidates.append((os.path.getmtime(path), name, kind, path, [path]))
     tf_found = _tf_checkpoint_candidates(directory)
     if tf_found and not os.path.isfile(os.path.join(directory, ARCHITECTURE_FILE)):
         if not candidates:
@@ -115,6 +159,12 @@ def find_latest_checkpoint(directory: str) -> CheckpointChoice:
         tf_found = []
     for mtime, name, prefix, files in tf_found:
         candidates.append((mtime, name, "tf_checkpoint", prefix, files))
+    if not candidates and skipped:
+        raise ExportUsageError(
+            f"no complete checkpoint in {directory!r}: {', '.join(skipped[:5])} "
+            f"{'is' if len(skipped) == 1 else 'are'} temporary or incomplete (a save interrupted by a crash). "
+            "Fix: re-run training so a checkpoint is written to the end, or point --checkpoint_dir elsewhere."
+        )
     if not candidates:
         raise ExportUsageError(
             f"no checkpoint in {directory!r} (looked for *.keras, *.h5 and a TensorFlow 'checkpoint' index with "
@@ -130,6 +180,9 @@ def find_latest_checkpoint(directory: str) -> CheckpointChoice:
                  "largest name wins)"
     else:
         reason = f"newest by modification time of {len(candidates)} checkpoints"
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        reason += f"; skipped {len(skipped)} temporary or incomplete file(s): {shown}"
     return CheckpointChoice(path=path, kind=kind, files=files, reason=reason, candidates=len(candidates))
 
 
@@ -198,8 +251,14 @@ class TFCheckpointWriter(_callback_base()):
 
         if self._manager is None:
             os.makedirs(self.directory, exist_ok=True)
-            with open(os.path.join(self.directory, ARCHITECTURE_FILE), "w", encoding="utf-8") as handle:
+            # Atomic: a crash while writing never leaves a truncated model.json next to the checkpoints.
+            target = os.path.join(self.directory, ARCHITECTURE_FILE)
+            partial = os.path.join(self.directory, f".{ARCHITECTURE_FILE}.{os.getpid()}.tmp")
+            with open(partial, "w", encoding="utf-8") as handle:
                 handle.write(self.model.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
             checkpoint = tf.train.Checkpoint(model=self.model)
             self._manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=self.max_to_keep)
         return self._manager

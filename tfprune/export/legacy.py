@@ -22,11 +22,14 @@ from typing import Sequence
 from tfprune.export.errors import ExportFailure, ExportUsageError
 
 LEGACY_FORMATS = ("saved_model", "tflite", "tflite_dynamic_int8")
+# The subprocess runs TFLite through tfprune.interpreter, loaded from this file (no tfprune import there).
+_INTERPRETER_MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "interpreter.py")
 
 _SCRIPT = r'''
 import json, os, sys, warnings
 warnings.filterwarnings("ignore")
 path, target, fmt, names, verify = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5] == "1"
+interpreter_module = sys.argv[6]  # tfprune/interpreter.py, loaded by path: this process never imports tfprune
 
 def fail(kind, message):
     print(json.dumps({"error": message, "kind": kind}))
@@ -101,7 +104,11 @@ shape = tuple(stripped.inputs[0].shape)[1:] if len(stripped.inputs) == 1 else (N
 if verify and fmt != "saved_model" and None not in shape:
     x = np.random.default_rng(0).normal(size=(4,) + shape).astype("float32")
     expected = np.asarray(reference(x, training=False))
-    interpreter = tf.lite.Interpreter(model_path=target)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_tfprune_interpreter", interpreter_module)
+    interpreter_lib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(interpreter_lib)
+    interpreter = interpreter_lib.make_interpreter(model_path=target)
     runner = interpreter.get_signature_runner()
     (name,) = runner.get_input_details().keys()
     got = np.concatenate([np.asarray(list(runner(**{name: x[i:i + 1]}).values())[0]) for i in range(len(x))])
@@ -127,7 +134,7 @@ def export_h5(path: str, output_path: str, output_format: str, output_node_names
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _SCRIPT, path, target, output_format, json.dumps(list(output_node_names)),
-             "1" if verify else "0"],
+             "1" if verify else "0", _INTERPRETER_MODULE],
             capture_output=True, text=True, env=env, timeout=1800,
         )
         lines = proc.stdout.strip().splitlines()
