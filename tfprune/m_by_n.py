@@ -59,7 +59,7 @@ def check_m_by_n(model_or_weights: Any, m: int, n: int, axis: int | None = None)
         value = keras.ops.convert_to_numpy(value)
     if not tf.is_tensor(value):
         value = tf.convert_to_tensor(np.asarray(value))
-    result = mask_lib.check_m_by_n(value, m, n, axis)
+    result = mask_lib.check_m_by_n(value, m, n, axis)  # the tensor form: one contract for both
     return bool(result) if tf.executing_eagerly() else result
 
 

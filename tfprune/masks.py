@@ -542,7 +542,8 @@ def m_by_n_violations(weights: Any, m: int, n: int, axis: int | None = None) -> 
 def check_m_by_n(weights: Any, m: int, n: int, axis: int | None = None) -> tf.Tensor:
     """True when every group of `n` (as in `m_by_n_mask`) has at least `m` zeros.
 
-    Returns a boolean scalar tensor (usable as `bool(...)` eagerly).
+    The tensor form of `tfprune.check_m_by_n` (same contract; that one also takes models and layers
+    and returns Python bools): returns a boolean scalar tensor, usable inside `tf.function`.
 
     Example:
         >>> w = tf.random.normal([16, 8])

@@ -122,7 +122,10 @@ def _read_last_scalars(files: list[str]) -> dict[str, tuple[int, float, float]]:
                 event = tf.compat.v1.Event.FromString(record.numpy())
                 for value in event.summary.value:
                     if value.HasField("tensor"):
-                        number = float(np.asarray(tf.make_ndarray(value.tensor)).reshape(-1)[0])
+                        array = np.asarray(tf.make_ndarray(value.tensor))
+                        if array.ndim or not np.issubdtype(array.dtype, np.number):
+                            continue  # histograms, text (the model graph TensorBoard writes), images
+                        number = float(array)
                     elif value.HasField("simple_value"):
                         number = float(value.simple_value)
                     else:
