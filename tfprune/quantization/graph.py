@@ -11,12 +11,10 @@ from typing import Any, Callable
 
 import keras
 
+from tfprune.keras_graph import copy_layer as _copy_layer
+from tfprune.keras_graph import is_graph_model
 
-def is_graph_model(model: Any) -> bool:
-    """Sequential and functional models (whose layer graph can be walked)."""
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
+__all__ = ["check_graph_model", "clone_with", "copy_layer", "copy_weights", "is_graph_model", "ordered_nodes"]
 
 
 def check_graph_model(model: Any, what: str) -> None:
@@ -65,8 +63,9 @@ def all_layers(model: keras.Model) -> list:
 
 
 def copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new layer of the same class and config, not built (weights are copied after the rebuild)."""
-    return layer.__class__.from_config(layer.get_config())
+    """A new layer of the same class and config, not built (weights are copied after the rebuild);
+    `keras_graph.LayerRebuildError` naming the fix if the layer cannot be re-created."""
+    return _copy_layer(layer)
 
 
 def fresh_inputs(model: keras.Model) -> list:
@@ -81,6 +80,8 @@ def fresh_inputs(model: keras.Model) -> list:
 
 def copy_weights(old: keras.layers.Layer, new: keras.layers.Layer) -> None:
     """Copies weights from `old` to `new` (same class, or `new` wrapping an equal layer)."""
+    if not isinstance(old, keras.layers.Layer):
+        return  # keras.ops operations in a functional graph (`x + y`) have no weights
     values = old.get_weights()
     if values:
         new.set_weights(values)
