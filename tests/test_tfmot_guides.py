@@ -308,3 +308,45 @@ def test_on_device_inference_sparse_tflite(mnist, tmp_path):
     assert len(pruned_tflite_model) < len(dense_tflite_model)
     accuracy = _tflite_accuracy(pruned_tflite_model, test_images, test_labels)
     assert accuracy == pytest.approx(_tflite_accuracy(dense_tflite_model, test_images, test_labels), abs=0.01)
+
+
+def test_comprehensive_sequential_with_input_shape_on_the_wrapped_first_layer():
+    # the guide's own spelling: the input shape on the first (wrapped) layer
+    model_for_pruning = keras.Sequential([
+        tfprune.prune_low_magnitude(keras.layers.Dense(20, input_shape=input_shape)),
+        keras.layers.Flatten(),
+    ])
+    assert model_for_pruning.built
+    model_for_pruning.summary(print_fn=lambda *a, **k: None)
+    model_for_pruning.compile(loss=keras.losses.categorical_crossentropy, optimizer="adam", metrics=["accuracy"])
+    model_for_pruning.fit(x_train, y_train, callbacks=[tfprune.UpdatePruningStep()], verbose=0)
+
+
+def test_comprehensive_custom_training_loop():
+    base_model = setup_model()
+    model_for_pruning = tfprune.prune_low_magnitude(base_model)
+    loss = keras.losses.categorical_crossentropy
+    optimizer = keras.optimizers.Adam()
+    log_dir = tempfile.mkdtemp()
+    unused_arg = -1
+    epochs = 2
+    batches = 1
+    model_for_pruning.optimizer = optimizer
+    step_callback = tfprune.UpdatePruningStep()
+    step_callback.set_model(model_for_pruning)
+    log_callback = tfprune.PruningSummaries(log_dir=log_dir)
+    log_callback.set_model(model_for_pruning)
+    step_callback.on_train_begin()
+    for _ in range(epochs):
+        log_callback.on_epoch_begin(epoch=unused_arg)
+        for _ in range(batches):
+            step_callback.on_train_batch_begin(batch=unused_arg)
+            with tf.GradientTape() as tape:
+                logits = model_for_pruning(x_train, training=True)
+                loss_value = loss(y_train, logits)
+                grads = tape.gradient(loss_value, model_for_pruning.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model_for_pruning.trainable_variables))
+        step_callback.on_epoch_end(batch=unused_arg)
+    wrapper = tfprune.collect_wrappers(model_for_pruning)[0]
+    assert int(wrapper.pruning_step.numpy()) == 2
+    assert wrapper.layer.get_prunable_weights()[0] is wrapper.pruned_weights[0]

@@ -69,7 +69,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._in_fit = False
 
     def on_train_batch_begin(self, batch: int | None = None, logs: dict | None = None) -> None:
-        if not self._in_fit:
+        # Keras' `fit` gives its callbacks `params` (epochs, steps); a custom loop calling this hook does not,
+        # and its calls pass `training=True` themselves.
+        if not self._in_fit and self.params and "epochs" in self.params:
             self._in_fit = True
             self._set_fit_training(True)
 
