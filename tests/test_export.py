@@ -30,9 +30,16 @@ def trained(tmp_path_factory):
     return root, model, x
 
 
+def _complete_archive(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:  # what discovery checks: a closed zip with config.json
+        archive.writestr("config.json", "{}")
+
+
 def test_discovery_picks_newest_keras(tmp_path):
     for i, name in enumerate(["ckpt-01.keras", "ckpt-03.keras", "ckpt-02.keras"]):
-        (tmp_path / name).write_bytes(b"x")
+        _complete_archive(tmp_path / name)
         os.utime(tmp_path / name, (1000 + i, 1000 + i))
     choice = find_latest_checkpoint(str(tmp_path))
     assert os.path.basename(choice.path) == "ckpt-02.keras"
@@ -152,9 +159,16 @@ def test_corrupt_checkpoint_fails_cleanly(trained, tmp_path):
     (tmp_path / "ck").mkdir()
     data = (trained[0] / "keras_ckpt" / "ckpt-02.keras").read_bytes()
     (tmp_path / "ck" / "ckpt-03.keras").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ExportFailure, match="truncated or corrupt"):
+    # a truncated archive alone: a usage error naming it, nothing written
+    with pytest.raises(ExportUsageError, match="ckpt-03.keras is temporary or incomplete"):
         export.strip_checkpoint(str(tmp_path / "ck"), output_dir=str(tmp_path / "out"))
-    assert os.listdir(tmp_path / "out") == []
+    assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
+    # a complete archive whose content does not load: a failure, nothing written
+    (tmp_path / "ck" / "ckpt-03.keras").unlink()
+    _complete_archive(tmp_path / "ck" / "ckpt-04.keras")
+    with pytest.raises(ExportFailure):
+        export.strip_checkpoint(str(tmp_path / "ck"), output_dir=str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
 
 
 def test_output_checks(trained, tmp_path):
