@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tfprune
+from tfprune.export.formats import format_names
 from tfprune.hparams import _DEFAULTS, ContribSchedule
 
 FAST = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -237,7 +238,7 @@ def test_strip_bad_arguments_exit_2_one_line(cli_root):
         NAME.map(lambda n: [f"--checkpoint_dir={cli_root / 'missing' / n}"]),
         st.just([f"--checkpoint_dir={cli_root / 'a_file.txt'}"]),
         st.just([f"--checkpoint_dir={cli_root / 'out'}"]),  # empty directory
-        NAME.filter(lambda f: f.strip().lower() not in strip.FORMATS).map(
+        NAME.filter(lambda f: f.strip().lower() not in format_names()).map(
             lambda f: [f"--checkpoint_dir={cli_root / 'ck'}", f"--output_format={f}",
                        f"--output_dir={cli_root / 'out'}"]),
         NAME.map(lambda n: [f"--checkpoint_dir={cli_root / 'ck'}", f"--filename=model.{n}x",
@@ -273,7 +274,7 @@ def test_prune_filters_bad_arguments_exit_2_one_line(cli_root):
         NAME.map(lambda n: [f"--model={cli_root / 'missing' / n}.keras", f"--output={out}"]),
         NAME.map(lambda n: [f"--model={model}", f"--output={cli_root / 'missing' / n}.keras"]),
         NAME.map(lambda n: [f"--model={model}", f"--output={cli_root / 'out' / n}.h5"]),
-        NAME.filter(lambda n: n not in prune_filters.IMPORTANCES).map(
+        NAME.filter(lambda n: n not in prune_filters.cli_importances() and ":" not in n).map(
             lambda n: [f"--model={model}", f"--output={out}", f"--importance={n}"]),
         st.integers(-10**6, 0).map(lambda r: [f"--model={model}", f"--output={out}", f"--round_to={r}"]),
         st.just([f"--output={out}"]),

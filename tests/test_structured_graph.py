@@ -207,10 +207,10 @@ def test_ops_with_constant_arrays_are_not_understood():
 
 def test_sequence_layers_are_kept_and_the_rest_still_prunes():
     x = keras.Input((12,), dtype="int32")
-    h = layers.Embedding(100, 16)(x)
+    h = layers.Embedding(100, 16, name="embedding")(x)
     h = layers.Conv1D(32, 3, padding="same", activation="relu", name="conv")(h)
-    h = layers.LSTM(24, return_sequences=True)(h)
-    h = layers.MultiHeadAttention(2, 8)(h, h)
+    h = layers.LSTM(24, return_sequences=True, name="lstm")(h)
+    h = layers.MultiHeadAttention(2, 8, name="multi_head_attention")(h, h)
     h = layers.Dense(16, activation="relu", name="d")(h)
     model = keras.Model(x, layers.Dense(3)(layers.GlobalMaxPooling1D()(h)))
     pruned, report = prune_filters(model, pruning_ratio=0.5)

@@ -351,8 +351,9 @@ class ContribSchedule(PruningSchedule):
             self.sparsity_function_exponent = float(sparsity_function_exponent)
         except (TypeError, ValueError, OverflowError):
             self.sparsity_function_exponent = math.nan
-        if isinstance(sparsity_function_exponent, bool) or not math.isfinite(self.sparsity_function_exponent):
-            raise _bad_schedule("sparsity_function_exponent", "a finite number")
+        if (isinstance(sparsity_function_exponent, bool) or not math.isfinite(self.sparsity_function_exponent)
+                or self.sparsity_function_exponent <= 0):
+            raise _bad_schedule("sparsity_function_exponent", "a finite number > 0 (as the hparams parser requires)")
         if self.sparsity_function_end_step <= self.sparsity_function_begin_step:
             raise _bad_schedule("sparsity_function_end_step", "> sparsity_function_begin_step")
         if self.pruning_frequency < 1:
