@@ -49,3 +49,21 @@ def test_runner_dequantizes_int8_outputs():
     got = bench.TFLiteRunner(data, x.shape)(x)
     expected = model.predict(x, verbose=0)
     assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max() + 0.02
+
+
+def test_verdicts_on_hand_made_rows():
+    bench = load_tool("bench_quantization")
+    summary = [dict(name="float", accuracy=0.980, spread=0.004),
+               dict(name="TFLite converter PTQ", accuracy=0.978, spread=0.004),
+               dict(name="tfprune PTQ (minmax)", accuracy=0.979, spread=0.004),
+               dict(name="tfprune QAT", accuracy=0.9775, spread=0.002, epoch_ratio=1.6),
+               dict(name="tfmot QAT (tf_keras)", accuracy=0.9790, spread=0.003, epoch_ratio=1.3)]
+    latency = [dict(model="m", float_b1_ms=3.0, int8_b1_ms=2.5, speedup=1.2)]
+    lines = bench.verdicts(summary, latency)
+    text = "\n".join(lines)
+    assert "within 0.2 points of float: -0.25 points -> **missed**" in text
+    assert "at least tfmot's QAT (within the seeds' spread): -0.15 points (spread 0.30) -> **met**" in text
+    assert "tfprune PTQ (minmax): +0.10 points -> **met**" in text
+    assert "faster than float, m: 1.20x -> **missed**" in text
+    assert "at most 1.5x float: 1.60x -> **missed**" in text
+    assert "1.60x vs 1.30x -> **missed**" in text

@@ -116,6 +116,11 @@ def test_training_folds_with_batch_statistics_and_freeze_bn_delay_stops_updates(
     np.testing.assert_array_equal(means[2], means[3])
     assert int(folded.bn_step.numpy()) == 4
     assert np.isfinite(out).all()
+    calls = []
+    linear = folded._linear
+    folded._linear = lambda *args: calls.append(1) or linear(*args)
+    q(x, training=True)
+    assert len(calls) == 1  # frozen: only the folded convolution runs, not the one for batch statistics
 
 
 def test_input_range_is_learned_as_moving_average_of_batches():

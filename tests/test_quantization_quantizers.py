@@ -119,6 +119,7 @@ def test_percentile(normal_samples):
 def _reference_kl_threshold(magnitudes, bins=2048, target=128):
     """Straightforward TensorRT-style search, written independently of tfprune's vectorised one."""
     hist, edges = np.histogram(magnitudes, bins=bins, range=(0, magnitudes.max()))
+    hist[0] = hist[1]  # exact zeros (ReLU, padding) count as the neighbouring bin
     best, best_kl = None, np.inf
     for i in range(target, bins + 1):
         p = hist[:i].astype(np.float64)
@@ -150,6 +151,24 @@ def test_entropy_threshold_matches_reference_search():
     assert high == pytest.approx(expected, rel=1e-6)
     assert low == pytest.approx(-expected, rel=1e-6)
     assert high < 0.8 * np.abs(samples).max()
+
+
+def test_entropy_of_a_relu_output_uses_256_levels_and_ignores_the_zero_spike():
+    rng = np.random.default_rng(6)
+    samples = np.maximum(rng.laplace(0, 1, size=200_000), 0.0)  # half exact zeros, as after a ReLU
+    collector = calibration.RangeCollector(2048)
+    collector.update(samples)
+    low, high = calibration.compute_range(collector, "entropy")
+    assert low == 0.0
+    assert high == pytest.approx(_reference_kl_threshold(samples, target=256), rel=1e-6)
+    # with the zero spike and 128 levels the search would clip far more of the distribution
+    assert high > _reference_kl_threshold_without_zero_rule(samples)
+
+
+def _reference_kl_threshold_without_zero_rule(magnitudes, bins=2048, target=128):
+    hist, edges = np.histogram(magnitudes, bins=bins, range=(0, magnitudes.max()))
+    width = edges[1] - edges[0]
+    return calibration.kl_divergence_threshold(hist, width, target)
 
 
 def test_mse_range_minimises_the_quantization_error(normal_samples):

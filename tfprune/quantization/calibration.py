@@ -7,7 +7,10 @@ needed) plus the exact min and max. A method turns it into `(min, max)`:
 * `minmax`: the observed min and max.
 * `percentile`: the `100 - p` and `p` percentiles (default p = 99.99).
 * `entropy`: TensorRT's search: on the 2048-bin histogram of |x|, the threshold whose clipped
-  distribution has the smallest KL divergence from its 128-level quantized version.
+  distribution has the smallest KL divergence from its quantized version (128 levels for a signed
+  tensor, 256 for a non-negative one, which the asymmetric int8 range gives all of its levels). The
+  zero bin counts as its neighbour: the exact zeros of ReLU outputs or padded inputs would otherwise
+  dominate the divergence and pull the threshold far below the values that matter.
 * `mse`: the clipping of `[min, max]` (scaled by a factor in (0, 1]) with the smallest expected
   squared error of the 8-bit asymmetric quantization, outliers clipped.
 
@@ -144,9 +147,16 @@ def kl_divergence_threshold(histogram: np.ndarray, bin_width: float, num_quantiz
 
 
 def entropy_range(collector: RangeCollector, num_quantized_bins: int = 128) -> tuple[float, float]:
-    """`[-T, T]` clipped to the observed range, with T from `kl_divergence_threshold` on |x|."""
-    threshold = kl_divergence_threshold(collector.positive + collector.negative, collector.bin_width,
-                                        num_quantized_bins)
+    """`[-T, T]` clipped to the observed range, with T from `kl_divergence_threshold` on |x|.
+
+    A non-negative tensor (min >= 0) is searched with twice `num_quantized_bins` levels, and the zero
+    bin's count is replaced by its neighbour's (see the module docstring).
+    """
+    histogram = collector.positive + collector.negative
+    if len(histogram) > 1:
+        histogram[0] = histogram[1]
+    levels = 2 * num_quantized_bins if collector.min >= 0 else num_quantized_bins
+    threshold = kl_divergence_threshold(histogram, collector.bin_width, levels)
     return min(max(-threshold, collector.min), 0.0), max(min(threshold, collector.max), 0.0)
 
 

@@ -250,25 +250,38 @@ class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
         bn = self.batchnorm
         mean, variance = tf.convert_to_tensor(bn.moving_mean), tf.convert_to_tensor(bn.moving_variance)
         if training:
-            kernel = tf.convert_to_tensor(getattr(self.layer, self.fold.kernel))
-            raw = self._linear(inputs, kernel)
-            if getattr(self.layer, "bias", None) is not None:
-                raw = raw + self.layer.bias
-            axes = list(range(len(raw.shape) - 1))
-            batch_mean, batch_variance = tf.nn.moments(raw, axes)
-            active = tf.constant(True) if self.freeze_bn_delay is None else self.bn_step < self.freeze_bn_delay
-            m = bn.momentum
-            bn.moving_mean.assign(tf.where(active, m * bn.moving_mean + (1 - m) * batch_mean, bn.moving_mean))
-            bn.moving_variance.assign(tf.where(active, m * bn.moving_variance + (1 - m) * batch_variance,
-                                               bn.moving_variance))
-            self.bn_step.assign_add(1)
-            mean = tf.where(active, batch_mean, mean)
-            variance = tf.where(active, batch_variance, variance)
+            mean, variance = self._training_statistics(inputs, mean, variance)
         kernel, bias = self.folded_kernel_and_bias(mean, variance)
         outputs = self._linear(inputs, self.kernel_quantizer(kernel, training, self.kernel_vars)) + bias
         if self.layer.activation is not None:
             outputs = self.layer.activation(outputs)
         return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)
+
+    def _training_statistics(self, inputs: Any, moving_mean: Any, moving_variance: Any) -> tuple[Any, Any]:
+        """Batch statistics of the unfolded layer (updating the moving ones) until `freeze_bn_delay`
+        steps, then the moving statistics, without running the unfolded layer any more."""
+        import tensorflow as tf
+
+        bn = self.batchnorm
+
+        def batch_statistics():
+            kernel = tf.convert_to_tensor(getattr(self.layer, self.fold.kernel))
+            raw = self._linear(inputs, kernel)
+            if getattr(self.layer, "bias", None) is not None:
+                raw = raw + self.layer.bias
+            batch_mean, batch_variance = tf.nn.moments(raw, list(range(len(raw.shape) - 1)))
+            m = bn.momentum
+            bn.moving_mean.assign(m * bn.moving_mean + (1 - m) * batch_mean)
+            bn.moving_variance.assign(m * bn.moving_variance + (1 - m) * batch_variance)
+            return batch_mean, batch_variance
+
+        if self.freeze_bn_delay is None:
+            statistics = batch_statistics()
+        else:
+            statistics = tf.cond(self.bn_step < self.freeze_bn_delay, batch_statistics,
+                                 lambda: (tf.identity(moving_mean), tf.identity(moving_variance)))
+        self.bn_step.assign_add(1)
+        return statistics
 
     def get_config(self) -> dict:
         import dataclasses
