@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from typing import Any, Callable, Hashable, Iterator
 
@@ -68,6 +69,26 @@ class Call:
     outputs: list[Hashable]
     output_shapes: list[tuple]
     constants: bool = False  # a non-scalar constant among the arguments (e.g. `x * array`)
+    input_names: list[str] = dataclasses.field(default_factory=list)  # call argument of each input
+
+
+def _input_names(node: Any) -> list[str]:
+    """The call-argument name of each of `node.input_tensors` (e.g. ['query', 'value'] for attention)."""
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    try:
+        params = list(inspect.signature(node.operation.call).parameters)
+    except (TypeError, ValueError, AttributeError):
+        params = []
+    named_args = tuple(
+        keras.tree.map_structure(lambda _, n=(params[i] if i < len(params) else str(i)): n, a)
+        for i, a in enumerate(args)
+    )
+    named_kwargs = {k: keras.tree.map_structure(lambda _, n=k: n, v) for k, v in kwargs.items()}
+    flat_values = keras.tree.flatten((args, kwargs))
+    flat_names = keras.tree.flatten((named_args, named_kwargs))
+    if len(flat_values) != len(flat_names):  # pragma: no cover - unusual argument structures
+        return [str(i) for i in range(len(node.input_tensors))]
+    return [n for v, n in zip(flat_values, flat_names) if isinstance(v, keras.KerasTensor)]
 
 
 def _has_constants(node: Any) -> bool:
@@ -165,6 +186,7 @@ def flatten_model(model: keras.Model, nested_inputs: dict | None = None) -> tupl
                         outputs=[(scope, id(t)) for t in node.outputs],
                         output_shapes=[tuple(t.shape) for t in node.outputs],
                         constants=_has_constants(node),
+                        input_names=_input_names(node),
                     )
                 )
 

@@ -49,10 +49,11 @@ from tfprune.layers.normalization import (
 from tfprune.layers.merge import ConcatenateHandler, Merge
 from tfprune.layers.reshape import FlattenHandler, ReshapeHandler
 from tfprune.layers.recurrent import GenericRNNHandler, RecurrentHandler
-from tfprune.layers.attention import MultiHeadAttentionHandler
+from tfprune.layers.attention import ATTENTION_MODES, MultiHeadAttentionHandler, check_attention_mode
 from tfprune.layers.pruned_normalization import PrunedLayerNormalization, PrunedRMSNormalization
 
 __all__ = [
+    "ATTENTION_MODES",
     "BatchNormalizationHandler",
     "ChannelNormalization",
     "ConcatenateHandler",
@@ -83,6 +84,7 @@ __all__ = [
     "Unsupported",
     "UnsupportedLayerError",
     "activation_name",
+    "check_attention_mode",
     "check_channels_last",
     "check_layer_norm_mode",
     "get_handler",

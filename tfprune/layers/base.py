@@ -17,7 +17,13 @@ Structured pruning (`tfprune.structured`)
     * `new_config(record, config, keep)`, `new_weights(record, weights, keep)`, `new_layer(...)`:
       the rebuilt layer once channels are removed (`keep(slot)` gives the kept positions of a slot:
       'in', 'out' or 'mid');
-    * `zero_channels(layer, removed)`: silence removed output channels in place (verification).
+    * `zero_channels(layer, removed)`: silence removed output channels in place (verification);
+    * `produced_slots(record)`, `zero_slots(layer, removed)`: for a layer that produces more than
+      its output channels (attention heads), the slots it produces and how to silence them;
+    * `filter_sets(record, transform, include_bias)`: per produced slot, the (labels, one row of
+      weights per channel) an importance criterion scores;
+    * `activation_probes(record)`, `activation_scores(record, stats)`: which (sub)layer inputs or
+      outputs an activation-based criterion measures, and the per-channel scores from them.
 
 BatchNormalization folding (`tfprune.structured.fold_batchnorm`)
     * `can_fold_batchnorm(layer)`, `fold_batchnorm(layer, scale, shift)`: whether an inference
@@ -175,6 +181,56 @@ class LayerHandler:
 
     def zero_channels(self, layer: Any, removed: np.ndarray) -> None:
         """Makes the listed output channels of `layer` exactly zero, in place (default: nothing)."""
+
+    def produced_slots(self, rec: Any) -> tuple[str, ...]:
+        """Slots whose labels the layer creates (default: its output channels, 'out')."""
+        return ("out",)
+
+    def zero_slots(self, layer: Any, removed: dict[str, np.ndarray]) -> None:
+        """Silences removed positions of produced slots other than 'out' (e.g. heads), in place."""
+
+    def filter_sets(self, rec: Any, transform: Callable[[Any], Any] | None = None,
+                    include_bias: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(labels, matrix with one row per label)] of the weights behind each produced channel.
+
+        `transform(variable)` gives the array to use for a variable (default: its values; None skips
+        it, e.g. a weight without gradient); `include_bias` appends the bias as a column.
+
+        Example:
+            >>> [(labels, rows)] = handler.filter_sets(rec)       # Dense: rows = kernel.T
+        """
+        found = self.filter_weight(rec.layer)
+        if found is None or "out" not in rec.slots:
+            return []
+        weight, axis = found
+        if transform is None:
+            matrix = self.filters(rec.layer)
+            transform = np.asarray
+        else:
+            values = transform(weight)
+            if values is None:
+                return []
+            values = np.asarray(values)
+            matrix = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+        bias = getattr(rec.layer, "bias", None) if include_bias else None
+        if bias is not None:
+            b = transform(bias)
+            if b is not None and np.size(b) == matrix.shape[0]:
+                matrix = np.concatenate([matrix, np.reshape(b, (-1, 1))], axis=1)
+        return [(rec.slots["out"], matrix)]
+
+    def activation_probes(self, rec: Any) -> list[tuple[str, Any, str, int]]:
+        """[(name, layer or sublayer, 'input' | 'output', trailing axes kept)] an activation-based
+        importance measures: the mean |value| over all other axes is recorded under `name`."""
+        if self.is_producer(rec) and "out" in rec.slots and getattr(rec.layer, "call", None) is not None:
+            return [("out", rec.layer, "output", 1)]
+        return []
+
+    def activation_scores(self, rec: Any, stats: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(labels, scores)] from the recorded means of `activation_probes` (default: 'out')."""
+        if "out" in stats and "out" in rec.slots and len(stats["out"]) == len(rec.slots["out"]):
+            return [(rec.slots["out"], stats["out"])]
+        return []
 
     # BatchNormalization folding -----------------------------------------------------------
     def can_fold_batchnorm(self, layer: Any) -> bool:

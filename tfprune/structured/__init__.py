@@ -19,6 +19,7 @@ from tfprune.structured.graph import DependencyGraph, Group
 from tfprune.layers import LayerHandler, PassThrough, PerChannel, Unsupported, supported_layer_classes
 from tfprune.layers import register_layer as register_handler
 from tfprune.structured.importance import (
+    ActivationImportance,
     BNScaleImportance,
     FilterSketchImportance,
     FPGMImportance,
@@ -30,6 +31,7 @@ from tfprune.structured.importance import (
     register_importance,
 )
 from tfprune.structured import verify
+from tfprune.structured.activations import record_activations
 from tfprune.structured.finetune import compile_like
 from tfprune.structured.fold import find_foldable, fold_batchnorm
 from tfprune.structured.iterative import iterative_prune
@@ -41,6 +43,8 @@ from tfprune.structured.slimming import BNSparsity, bn_l1_penalty, gamma_summary
 from tfprune.structured.soft import SoftFilterPruning, zero_units
 
 __all__ = [
+    "ActivationImportance",
+    "record_activations",
     "PrunedLayerNormalization",
     "PrunedRMSNormalization",
     "BNScaleImportance",

@@ -108,6 +108,9 @@ class DependencyGraph:
         layer_norm: how LayerNormalization/RMSNormalization over channels is pruned: 'exact' (its
             statistics keep counting the removed channels as zeros, see structured.PrunedLayerNormalization),
             'approximate' (a plain layer over the kept channels) or 'keep' (its channels stay).
+        attention: what MultiHeadAttention prunes besides its output width: 'heads' (whole heads; a
+            unit is one head), 'head_dim' (the per-head query/key width and the value width, the same
+            positions in every head) or 'keep' (its heads stay).
 
     Example:
         >>> graph = DependencyGraph(model)
@@ -116,8 +119,9 @@ class DependencyGraph:
     """
 
     def __init__(self, model: keras.Model, ignored_layers: Iterable[Any] | None = None,
-                 layer_norm: str = "exact") -> None:
+                 layer_norm: str = "exact", attention: str = "heads") -> None:
         self.layer_norm = handlers_lib.check_layer_norm_mode(layer_norm)
+        self.attention = handlers_lib.check_attention_mode(attention)
         self.model = model
         self.uf = UnionFind()
         self.values: dict[Hashable, np.ndarray] = {}
@@ -186,12 +190,13 @@ class DependencyGraph:
         self.union(old, labels)
         return old
 
-    def producer(self, layer: Any, count: int) -> np.ndarray:
-        """Output labels of a producer layer: created once, shared by all its calls."""
+    def producer(self, layer: Any, count: int, slot: str = "out") -> np.ndarray:
+        """Labels a producer layer creates in `slot` ('out', or e.g. an attention layer's heads):
+        created once, shared by all its calls."""
         rec = self.record(layer)
-        if "out" not in rec.slots:
-            rec.slots["out"] = self.fresh(count)
-        return rec.slots["out"]
+        if slot not in rec.slots:
+            rec.slots[slot] = self.fresh(count)
+        return rec.slots[slot]
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         for x, y in zip(a.tolist(), b.tolist()):
@@ -230,7 +235,10 @@ class DependencyGraph:
         for root in uf.reasons:
             self.frozen_root[root] = True
         # Group producers that share a unit.
-        producer_recs = [r for r in self.records.values() if r.handler.is_producer(r) and "out" in r.slots]
+        # (record, slot) pairs: a layer may produce several sets of channels (attention: output
+        # width and heads), each joining its own group
+        producer_recs = [(r, slot) for r in self.records.values() if r.handler.is_producer(r)
+                         for slot in r.handler.produced_slots(r) if slot in r.slots]
         owner: dict[int, int] = {}
         parent = list(range(len(producer_recs)))
 
@@ -240,8 +248,8 @@ class DependencyGraph:
                 i = parent[i]
             return i
 
-        for i, rec in enumerate(producer_recs):
-            for root in np.unique(self.root_of[rec.slots["out"]]).tolist():
+        for i, (rec, slot) in enumerate(producer_recs):
+            for root in np.unique(self.root_of[rec.slots[slot]]).tolist():
                 if root in owner:
                     parent[find(i)] = find(owner[root])
                 else:
@@ -252,14 +260,15 @@ class DependencyGraph:
         unit_to_group: dict[int, int] = {}
         self.groups: list[Group] = []
         for idxs in members.values():
-            units = np.unique(np.concatenate([self.root_of[producer_recs[i].slots["out"]] for i in idxs]))
+            units = np.unique(np.concatenate([self.root_of[producer_recs[i][0].slots[producer_recs[i][1]]]
+                                              for i in idxs]))
             if len(units) == 0:
                 continue
             frozen = self.frozen_root[units]
             reasons = sorted({r for u in units[frozen].tolist() for r in uf.reasons.get(u, ())})
             group = Group(
                 index=len(self.groups),
-                producers=[producer_recs[i].name for i in idxs],
+                producers=list(dict.fromkeys(producer_recs[i][0].name for i in idxs)),
                 units=units,
                 frozen=frozen,
                 reasons=reasons,

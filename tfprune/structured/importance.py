@@ -85,8 +85,8 @@ class _FilterCriterion(Importance):
     def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         if not self.is_producer(rec):
             return []
-        filters = rec.handler.filters(rec.layer).astype(np.float64)
-        return [(rec.slots["out"], self.score_filters(filters))]
+        return [(labels, self.score_filters(np.asarray(filters, dtype=np.float64)))
+                for labels, filters in rec.handler.filter_sets(rec)]
 
     def score_filters(self, filters: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -231,16 +231,66 @@ class TaylorImportance(Importance):
             return []
         if not self._grads:
             raise RuntimeError("TaylorImportance.prepare(model, example_inputs) must run first.")
-        weight, axis = rec.handler.filter_weight(rec.layer)
-        grad = self._grads.get(id(weight))
-        if grad is None:
+
+        def contribution(variable: Any) -> np.ndarray | None:
+            grad = self._grads.get(id(variable))
+            return None if grad is None else (np.asarray(variable, dtype=np.float64) * grad) ** 2
+
+        sets = rec.handler.filter_sets(rec, transform=contribution, include_bias=True)
+        return [(labels, rows.sum(1)) for labels, rows in sets]
+
+
+class ActivationImportance(Importance):
+    """Mean absolute activation of each channel on calibration data passed as `example_inputs`
+    (x or (x, y), as for Taylor); for attention heads, the mean L1 norm of each head's
+    context vector (what the head adds before the output projection). What each layer measures is
+    its handler's `activation_probes` / `activation_scores`.
+
+    Example:
+        >>> imp = ActivationImportance(); imp.prepare(model, x_calibration)
+        >>> prune_filters(model, 0.5, importance="activation", example_inputs=x_calibration)
+    """
+
+    name = "activation"
+
+    def __init__(self, group_reduction: str = "mean") -> None:
+        super().__init__(group_reduction)
+        self._stats: dict[int, dict[str, np.ndarray]] | None = None
+
+    def prepare(self, model: keras.Model, example_inputs: Any = None) -> None:
+        if example_inputs is None:
+            raise ValueError(
+                "Activation importance needs calibration data. Fix: pass example_inputs=x (or (x, y)) "
+                "to prune_filters."
+            )
+        self._model = model
+        self._inputs = example_inputs
+        self._stats = None
+
+    def _ensure_stats(self, graph: Any) -> None:
+        from tfprune.structured.activations import record_activations
+
+        if self._stats is not None:
+            return
+        if getattr(self, "_model", None) is None:
+            raise RuntimeError("ActivationImportance.prepare(model, example_inputs) must run first.")
+        probes = {}
+        for rec in graph.records.values():
+            if rec.handler.is_producer(rec):
+                found = rec.handler.activation_probes(rec)
+                if found:
+                    probes[id(rec)] = found
+        self._stats = record_activations(self._model, self._inputs, probes)
+
+    def group_scores(self, graph: Any, group: Any, cache: dict | None = None) -> np.ndarray:
+        self._ensure_stats(graph)
+        return super().group_scores(graph, group, cache)
+
+    def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        stats = (self._stats or {}).get(id(rec))
+        if not stats:
             return []
-        contrib = (np.asarray(weight) * grad) ** 2
-        scores = np.moveaxis(contrib, axis, 0).reshape(contrib.shape[axis], -1).sum(1)
-        bias = getattr(rec.layer, "bias", None)
-        if bias is not None and id(bias) in self._grads:
-            scores = scores + (np.asarray(bias) * self._grads[id(bias)]) ** 2
-        return [(rec.slots["out"], scores)]
+        return rec.handler.activation_scores(rec, stats)
 
 
 class RandomImportance(Importance):
@@ -288,6 +338,7 @@ register_importance("fpgm", FPGMImportance)
 register_importance("filter_sketch", FilterSketchImportance)
 register_importance("bn_scale", BNScaleImportance)
 register_importance("taylor", TaylorImportance, needs_data=True)
+register_importance("activation", ActivationImportance, needs_data=True)
 register_importance("random", RandomImportance)
 
 

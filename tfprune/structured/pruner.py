@@ -125,10 +125,21 @@ def _layer_reports(graph, removed, decisions) -> list[LayerReport]:
             note = "channels from several groups" if len(groups) > 0 else "model input or frozen channels"
         if rec.info.get("approximate") and after < before:
             note = "normalises over the kept channels only (not exact)"
+        slots = {}
+        if rec.handler.is_producer(rec):
+            for extra in rec.handler.produced_slots(rec):
+                if extra != slot and extra in rec.slots:
+                    slots[extra] = (len(rec.slots[extra]), graph.kept_indices(rec.slots[extra], removed))
+        if "qk" in slots and hasattr(layer, "num_heads"):
+            heads = rec.handler.new_config(rec, {}, lambda s: graph.kept_indices(rec.slots[s], removed))
+            if heads.get("num_heads") != layer.num_heads or heads.get("key_dim") != layer.key_dim:
+                note = (f"heads {layer.num_heads}->{heads['num_heads']}, key_dim {layer.key_dim}->"
+                        f"{heads['key_dim']}, value_dim {layer.value_dim}->{heads['value_dim']}")
         out.append(LayerReport(
             name=layer.name, type=type(layer).__name__, group=group, channels_before=before,
             channels_after=after, requested_ratio=decision.requested_ratio if decision else None,
             achieved_ratio=(before - after) / before if before else 0.0, note=note, kept_indices=kept,
+            slots=slots,
         ))
     return out
 
@@ -144,6 +155,7 @@ def prune_filters(
     ignored_layers: Iterable[Any] | None = None,
     example_inputs: Any = None,
     layer_norm: str = "exact",
+    attention: str = "heads",
 ) -> tuple[keras.Model, PruningReport]:
     """Remove whole filters/channels from a Keras model; return (smaller model, report).
 
@@ -164,6 +176,10 @@ def prune_filters(
             removed channels as zeros, so the pruned model stays exact; loading the saved model
             needs tfprune imported), 'approximate' (a plain Keras layer over the kept channels only)
             or 'keep' (the channels such a layer normalises are not pruned).
+        attention: MultiHeadAttention besides its output width: 'heads' (default; whole heads go,
+            `num_heads` shrinks, a group's channels are heads, so ratios and `round_to` count heads),
+            'head_dim' (the per-head query/key width and the value width shrink, the same positions
+            in every head) or 'keep' (heads stay).
 
     The model's inputs and outputs keep their shapes; layers the dependency graph does not
     understand keep their channels (see `report.unsupported`).
@@ -177,7 +193,7 @@ def prune_filters(
     _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict)
     start = time.perf_counter()
     criterion = get_importance(importance)
-    graph = DependencyGraph(model, ignored_layers=ignored_layers, layer_norm=layer_norm)
+    graph = DependencyGraph(model, ignored_layers=ignored_layers, layer_norm=layer_norm, attention=attention)
     criterion.prepare(model, example_inputs)
     removed, decisions = plan(
         graph, criterion, pruning_ratio, global_pruning=global_pruning,

@@ -25,10 +25,14 @@ class LayerReport:
     achieved_ratio: float
     note: str = ""
     kept_indices: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    # further produced slots (attention: 'qk', 'v'): {slot: (positions before, kept positions)}
+    slots: dict[str, tuple[int, np.ndarray]] = dataclasses.field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["kept_indices"] = [int(i) for i in self.kept_indices]
+        d["slots"] = {k: {"before": int(n), "kept_indices": [int(i) for i in kept]}
+                      for k, (n, kept) in self.slots.items()}
         return d
 
 

@@ -47,10 +47,15 @@ def zeroed_reference(model: keras.Model, report: Any) -> keras.Model:
     by_name = {entry.name: entry for entry in report.layers}
     for layer in iter_layers(reference):
         entry = by_name.get(layer.name)
-        if entry is None or entry.channels_after == entry.channels_before:
+        if entry is None:
             continue
-        removed = np.setdiff1d(np.arange(entry.channels_before), entry.kept_indices)
-        get_handler(layer).zero_channels(layer, removed)
+        if entry.channels_after != entry.channels_before:
+            removed = np.setdiff1d(np.arange(entry.channels_before), entry.kept_indices)
+            get_handler(layer).zero_channels(layer, removed)
+        extra = {slot: np.setdiff1d(np.arange(n), kept) for slot, (n, kept) in entry.slots.items()
+                 if len(kept) != n}
+        if extra:  # e.g. attention heads: silence their projections
+            get_handler(layer).zero_slots(layer, extra)
     return reference
 
 
