@@ -201,11 +201,14 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
             parents = sorted(pool, key=lambda e: -e["score"])[:max(2, population // 4)]
             children = list(parents)
             while len(children) < population and not out_of_time():
-                a, b = (parents[int(i)] for i in rng.choice(len(parents), 2, replace=False))
-                mix = rng.random(len(space.ids)) < 0.5
-                genes = np.where(mix, a["genes"], b["genes"])
-                mutate = rng.random(len(space.ids)) < max(1.0 / len(space.ids), 0.15)
-                genes = genes + mutate * rng.integers(-2, 3, len(space.ids))
+                for _ in range(10):  # a few tries for a child not scored before
+                    a, b = (parents[int(i)] for i in rng.choice(len(parents), 2, replace=False))
+                    mix = rng.random(len(space.ids)) < 0.5
+                    genes = np.where(mix, a["genes"], b["genes"])
+                    mutate = rng.random(len(space.ids)) < max(1.0 / len(space.ids), 0.15)
+                    genes = space.repair(space.clip(genes + mutate * rng.integers(-2, 3, len(space.ids))))
+                    if genes not in seen:
+                        break
                 children.append(evaluate(genes, generation))
             pool = children
         else:
