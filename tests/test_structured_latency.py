@@ -15,6 +15,7 @@ from tfprune.structured import LatencyTable, LatencyTableError, prune_filters, t
 from tfprune.structured.fold import fold_batchnorm
 from tfprune.structured.latency import split_blocks
 from tfprune.keras_graph import flatten_model
+from tfprune.structured.models import resnet_cifar
 
 NS_PER_MAC, CALL_MS = 1e-9, 0.01  # fake cost: 1 ns per MAC and sample, 10 us per call
 
@@ -70,6 +71,9 @@ def test_blocks_fuse_batchnorm_and_activations():
     assert [b.name for b in blocks] == ["c0+bn0+r0", "c1", "add+r1", "dw", "c2", "gap", "logits"]
     assert [b.producer for b in blocks] == [True, True, False, False, True, False, True]
     assert untimed == []
+    # a BatchNormalization that is not the next call (a ResNet projection shortcut) still fuses
+    names = [b.name for b in split_blocks(*[flatten_model(resnet_cifar(8))[i] for i in (0, 2)])[0]]
+    assert "s2b1_proj_conv+s2b1_proj_bn" in names and not any(n.endswith("_bn") and "+" not in n for n in names)
 
 
 def test_predictions_follow_the_fake_runtime(fake, tmp_path):

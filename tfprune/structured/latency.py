@@ -41,6 +41,7 @@ from tfprune.structured import timing
 from tfprune.structured.cost import CostModel, Term
 
 FORMAT = "tfprune.latency_table/1"
+DEFAULT_CLOCK = time.perf_counter
 RUNTIMES = ("tflite", "tf")
 WIDTH_KEYS = ("filters", "units")
 NOT_TIMED = {  # layout or training-only layers: part of the fixed overhead
@@ -156,36 +157,38 @@ class Block:
 
 def split_blocks(calls: list, output_keys: list) -> tuple[list[Block], list[str]]:
     """The blocks of a flattened model, and the names of layers left to the fixed overhead."""
-    consumers: dict[Any, int] = {}
-    for call in calls:
+    consumers: dict[Any, list[int]] = {}
+    for i, call in enumerate(calls):
         for key in call.inputs:
-            consumers[key] = consumers.get(key, 0) + 1
+            consumers.setdefault(key, []).append(i)
     outputs = set(output_keys)
-    blocks, untimed, i = [], [], 0
-    while i < len(calls):
-        call = calls[i]
+    blocks, untimed, fused = [], [], set()
+    for i, call in enumerate(calls):
+        if i in fused:
+            continue
         layer = call.layer
         kind = type(layer).__name__
         if (not isinstance(layer, keras.layers.Layer) or kind in NOT_TIMED or not call.inputs
                 or not call.outputs or len(call.outputs) != 1 or not call.output_shapes[0]
                 or any(d is None for d in call.output_shapes[0][1:])):
             untimed.append(getattr(layer, "name", kind))
-            i += 1
             continue
         group = [call]
-        anchor = "filters" in layer.get_config() or "units" in layer.get_config() or kind in ANCHORS_WITHOUT_WIDTH
-        while anchor and i + 1 < len(calls):
-            nxt, current = calls[i + 1], group[-1].outputs[0]
-            if (nxt.inputs != [current] or consumers.get(current, 0) != 1 or current in outputs
-                    or len(nxt.outputs) != 1):
+        config = layer.get_config()
+        anchor = "filters" in config or "units" in config or kind in ANCHORS_WITHOUT_WIDTH
+        while anchor:  # absorb the BatchNormalization / activation that alone reads the block's output
+            current = group[-1].outputs[0]
+            readers = consumers.get(current, [])
+            if len(readers) != 1 or current in outputs:
                 break
-            if type(nxt.layer).__name__ == "BatchNormalization" or _is_fusable_activation(nxt.layer):
-                group.append(nxt)
-                i += 1
-            else:
+            nxt = calls[readers[0]]
+            if nxt.inputs != [current] or len(nxt.outputs) != 1 or readers[0] in fused:
                 break
+            if type(nxt.layer).__name__ != "BatchNormalization" and not _is_fusable_activation(nxt.layer):
+                break
+            group.append(nxt)
+            fused.add(readers[0])
         blocks.append(Block(group))
-        i += 1
     return blocks, untimed
 
 
@@ -225,7 +228,7 @@ class LatencyTable:
         batch_size: the batch every measurement uses.
         round_to: candidate widths are multiples of this (plus the full width).
         cache: JSON file to read and update (atomically); None keeps measurements in memory.
-        clock: returns seconds; `time.perf_counter` by default (tests pass a fake one).
+        clock: returns seconds; default `DEFAULT_CLOCK` (`time.perf_counter`; tests pass a fake one).
         repeats, warmup, stat: timed calls per measurement and their statistic ('median' or 'min').
         max_widths: at most this many candidate widths per axis (evenly spaced, interpolated in between).
         fold_bn: fold BatchNormalization before timing (as deployment does), in blocks and models alike.
@@ -238,7 +241,7 @@ class LatencyTable:
     """
 
     def __init__(self, runtime: str = "tflite", threads: int = 1, batch_size: int = 1, round_to: int | None = 8,
-                 cache: str | os.PathLike | None = None, clock: Callable[[], float] = time.perf_counter,
+                 cache: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
                  repeats: int = 20, warmup: int = 3, stat: str = "median", max_widths: int | None = None,
                  fold_bn: bool = True, verbose: int = 0) -> None:
         if runtime not in RUNTIMES:
@@ -253,7 +256,7 @@ class LatencyTable:
         self.runtime, self.batch_size, self.round_to = runtime, batch_size, round_to
         self.threads = self._tf_threads(threads) if runtime == "tf" else threads
         self.cache = os.fspath(cache) if cache is not None else None
-        self.clock, self.repeats, self.warmup, self.stat = clock, repeats, warmup, stat
+        self.clock, self.repeats, self.warmup, self.stat = clock or DEFAULT_CLOCK, repeats, warmup, stat
         self.max_widths, self.fold_bn, self.verbose = max_widths, fold_bn, verbose
         self.key = {"cpu": cpu_model(), "runtime": runtime, "version": runtime_version(runtime),
                     "threads": self.threads, "batch_size": batch_size, "fold_bn": fold_bn}
