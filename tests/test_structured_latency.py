@@ -157,3 +157,18 @@ def test_real_runtimes_smoke():
         pruned, _ = prune_filters(model, pruning_ratio=0.5, round_to=8)
         assert table.predict(model) > 0 and table.predict(pruned) > 0
         assert table.measured == 2 + 2 + 2  # c0 at 8/16, gap at 8/16, d at 8/16
+
+
+def test_blocks_sharing_a_configuration_at_different_widths(fake):
+    x = keras.Input((8, 8, 3))
+    y = layers.Conv2D(16, 3, padding="same", activation="relu", name="c0")(x)
+    a = layers.GlobalAveragePooling2D()(layers.Conv2D(24, 1, activation="relu", name="a")(y))
+    b = layers.GlobalAveragePooling2D()(layers.Conv2D(40, 1, activation="relu", name="b")(y))
+    model = keras.Model(x, layers.Dense(3, name="d")(layers.Concatenate(name="cat")([a, b])))
+    table = LatencyTable("tflite", round_to=8, max_widths=3, clock=fake, repeats=1, warmup=0)
+    blocks, _ = table.blocks(model)
+    by_name = {blk.name: blk for blk in blocks}
+    assert by_name["a"].signature() == by_name["b"].signature()  # measured as one table of widths
+    for ratio in (0.3, 0.5, 0.7):
+        pruned, _ = prune_filters(model, pruning_ratio=ratio, round_to=8)
+        assert table.predict(pruned) == pytest.approx(fake_ms(pruned))

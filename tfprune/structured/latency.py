@@ -30,7 +30,7 @@ import os
 import platform
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -209,13 +209,15 @@ def _candidate_widths(width: int, round_to: int | None, max_widths: int | None) 
     return widths
 
 
-def _interp_1d(xs: list[float], x: float) -> tuple[int, int, float]:
-    """Bracketing indices and weight of x in sorted xs (linear extrapolation outside)."""
+def _extrapolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Linear extrapolation from the two nearest points (a single point: its value)."""
     if len(xs) == 1:
-        return 0, 0, 0.0
-    j = int(np.clip(np.searchsorted(xs, x), 1, len(xs) - 1))
-    lo, hi = xs[j - 1], xs[j]
-    return j - 1, j, (x - lo) / (hi - lo)
+        return float(ys[0])
+    if x < xs[0]:
+        (x0, y0), (x1, y1) = (xs[0], ys[0]), (xs[1], ys[1])
+    else:
+        (x0, y0), (x1, y1) = (xs[-2], ys[-2]), (xs[-1], ys[-1])
+    return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
 
 
 class LatencyTable:
@@ -400,6 +402,10 @@ class LatencyTable:
         return self
 
     def _run(self, todo: list) -> None:
+        unique: dict[tuple[str, str], tuple] = {}
+        for block, sig, wi, wo in todo:  # blocks of the same signature share their measurements
+            unique.setdefault((sig, self._point(block, wi, wo)), (block, sig, wi, wo))
+        todo = list(unique.values())
         if not todo:
             return
         bar = keras.utils.Progbar(len(todo), verbose=1) if self.verbose else None
@@ -421,7 +427,7 @@ class LatencyTable:
             measured = self.time_model(model)
             blocks, _ = self.blocks(model)
             self._ensure_exact(blocks)
-            parts = sum(self._lookup(b, b.wi0, b.wo0) or 0.0 for b in blocks)
+            parts = sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
             self.models[key] = {"measured_ms": measured, "blocks_ms": parts, "overhead_ms": measured - parts}
             self.save()
         return self.models[key]
@@ -430,49 +436,61 @@ class LatencyTable:
         todo = []
         for block in blocks:
             sig = block.signature()
-            if self._lookup(block, block.wi0, block.wo0, exact_only=False) is None and \
-                    self._point(block, block.wi0, block.wo0) not in self.points.get(sig, {}):
+            if self._lookup(block, block.wi0, block.wo0, sig=sig, extrapolate=False) is None:
                 todo.append((block, sig, block.wi0, block.wo0))
         self._run(todo)
 
     # ----- lookup and prediction -----
-    def _lookup(self, block: Block, wi: float, wo: float, exact_only: bool = False, sig: str | None = None
-                ) -> float | None:
-        points = self.points.get(sig or block.signature())
+    def _lookup(self, block: Block, wi: float, wo: float, exact_only: bool = False, sig: str | None = None,
+                extrapolate: bool = True) -> float | None:
+        """ms of `block` at (wi, wo): the measurement, else interpolated (linear along the output width in
+        each measured input width, then across input widths); None if nothing is measured. A block that
+        cannot be timed alone counts 0 (its time is in the model's fixed part). With `extrapolate=False`,
+        None outside the measured widths."""
+        sig = sig or block.signature()
+        points = self.points.get(sig)
         if not points:
             return None
         exact = points.get(self._point(block, wi, wo), "missing")
         if exact != "missing":
-            return exact
+            return exact or 0.0
         if exact_only:
             return None
-        parsed = self._parsed(sig or block.signature(), points)
-        if parsed is None:
+        rows = self._parsed(sig, points)
+        if not rows:
             return None
-        grid, ins, outs = parsed
-        wi = 0 if not block.producer else wi
-        i0, i1, ti = _interp_1d(ins, wi)
-        o0, o1, to = _interp_1d(outs, wo)
-        corners = [(ins[i], outs[o]) for i in (i0, i1) for o in (o0, o1)]
-        if any(c not in grid for c in corners):
+        wi = wi if block.producer else 0
+        values = []
+        for a, (outs, ms) in rows.items():
+            inside = outs[0] <= wo <= outs[-1]
+            if (len(outs) >= 2 or outs[0] == wo) and (inside or extrapolate):
+                values.append((a, float(np.interp(wo, outs, ms)) if outs[0] <= wo <= outs[-1]
+                               else _extrapolate(outs, ms, wo)))
+        if not values:
             return None
-        a, b, c, d = (grid[k] for k in corners)
-        value = (1 - ti) * ((1 - to) * a + to * b) + ti * ((1 - to) * c + to * d)
+        ins = [a for a, _ in values]
+        vals = [v for _, v in values]
+        if not extrapolate and not ins[0] <= wi <= ins[-1]:
+            return None
+        value = float(np.interp(wi, ins, vals)) if ins[0] <= wi <= ins[-1] else _extrapolate(ins, vals, wi)
         return max(value, 0.0)
 
-    def _parsed(self, sig: str, points: dict) -> tuple | None:
+    def _parsed(self, sig: str, points: dict) -> dict | None:
         cached = self._grids.get(sig)
         if cached is not None and cached[0] == len(points):
             return cached[1]
-        grid: dict[tuple[int, int], float] = {}
-        parsed = None
-        if all(ms is not None for ms in points.values()):
-            for text, ms in points.items():
-                a, b = text.split(",")
-                grid[(0 if a == "-" else int(a), int(b))] = ms
-            parsed = (grid, sorted({a for a, _ in grid}), sorted({b for _, b in grid}))
-        self._grids[sig] = (len(points), parsed)
-        return parsed
+        by_row: dict[int, list[tuple[int, float]]] = {}
+        for text, ms in points.items():
+            if ms is None:
+                continue
+            a, b = text.split(",")
+            by_row.setdefault(0 if a == "-" else int(a), []).append((int(b), ms))
+        rows = {}
+        for a in sorted(by_row):
+            pairs = sorted(by_row[a])
+            rows[a] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        self._grids[sig] = (len(points), rows)
+        return rows
 
     def predict(self, model: keras.Model) -> float:
         """Predicted latency (ms) of `model`: its blocks at their widths plus its architecture's fixed
@@ -484,7 +502,7 @@ class LatencyTable:
         overhead = self._overhead(model)["overhead_ms"]
         blocks, _ = self.blocks(model)
         self._ensure_exact(blocks)
-        return overhead + sum(self._lookup(b, b.wi0, b.wo0) or 0.0 for b in blocks)
+        return overhead + sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
 
     def cost_model(self, graph: Any) -> CostModel:
         """A CostModel (ms) over the graph's tensors, for the budgeted planner; measures what is missing.
