@@ -18,7 +18,7 @@ def bench(monkeypatch):
     tool = load_tool("bench_auto_structured")
     now = [0.0]
 
-    def make_runner(runtime, model, x, threads=None):
+    def make_runner(runtime, model, x, threads=None, io=True):
         macs = analysis.count_macs(model)
         return lambda: now.__setitem__(0, now[0] + 1e-9 * macs * x.shape[0] + 1e-5)
 
@@ -34,11 +34,12 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench_auto_structured:begin -->\nnot measured yet\n"
                       "<!-- bench_auto_structured:end -->\nrest\n")
-    result = bench.main(["--models", "tiny", "--runtimes", "tflite1", "--batches", "1", "--budgets", "0.5",
+    result = bench.main(["--models", "tiny", "--runtimes", "tflite1", "--batches", "1", "--budgets", "0.5,0.01",
                          "--repeats", "2", "--table_repeats", "1", "--seeds", "0", "--train_size", "400", "--eval_size", "200",
                          "--epochs", "1", "--fine_tune_epochs", "1", "--population", "2", "--generations", "2",
                          "--latency_cache", str(tmp_path / "cache" / "lat.json"), "--readme", str(readme)])
-    row, = result["latency_rows"]
+    row, impossible = result["latency_rows"]
+    assert impossible["unreachable"] and 0.01 < impossible["smallest_fraction"] < 0.5
     assert row["model"] == "ResNet-8 16x16" and row["budget"] == 0.5
     assert row["fraction_aware"] <= 0.5 and row["aware_met"]  # the fake runtime is what the table predicts
     assert abs(row["prediction_error_aware"]) < 1e-6
@@ -53,4 +54,5 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "not measured yet" not in text
     assert "| ResNet-8 16x16 | TFLite 1 thr. | 1 | 0.50 |" in text and "searched (evolution)" in text
+    assert "unreachable: smallest" in text and "below the smallest reachable latency" in text
     assert sorted(os.listdir(tmp_path)) == ["README.md", "cache"]

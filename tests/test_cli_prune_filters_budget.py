@@ -38,7 +38,7 @@ def model_path(tmp_path_factory):
 def fake_runtime(monkeypatch):
     now = [0.0]
 
-    def make_runner(runtime, model, x, threads=None):  # 1 ns per MAC and sample, 10 us per call
+    def make_runner(runtime, model, x, threads=None, io=True):  # 1 ns per MAC and sample, 10 us per call
         macs = analysis.count_macs(model)
         return lambda: now.__setitem__(0, now[0] + 1e-9 * macs * x.shape[0] + 1e-5)
 

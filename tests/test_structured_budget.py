@@ -124,8 +124,9 @@ def test_ignored_layers_and_max_ratio_are_honoured(resnet20):
 
 
 def test_unreachable_budget_says_the_smallest_cost(resnet20):
-    with pytest.raises(BudgetError, match=r"smallest reachable macs is .* \(0\.\d+ of the original\)"):
+    with pytest.raises(BudgetError, match=r"smallest reachable macs is .* \(0\.\d+ of the original\)") as err:
         prune_filters(resnet20, target_macs=0.01, round_to=8)
+    assert err.value.original == analysis.count_macs(resnet20) and 0.01 < err.value.smallest / err.value.original < 0.5
     with pytest.raises(ValueError, match="in \\(0, 1\\]"):
         prune_filters(resnet20, target_macs=1.5)
     with pytest.raises(ValueError, match="one budget"):

@@ -33,7 +33,7 @@ def fake(monkeypatch):
     clock = FakeClock()
     built = []
 
-    def make_runner(runtime, model, x, threads=None):
+    def make_runner(runtime, model, x, threads=None, io=True):
         macs = analysis.count_macs(model)
         built.append(model)
 

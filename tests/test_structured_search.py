@@ -129,7 +129,7 @@ def test_search_under_a_latency_budget(model, score, monkeypatch):
 
     now = [0.0]
 
-    def make_runner(runtime, m, x, threads=None):  # a fake runtime: 1 ns per MAC, read by a fake clock
+    def make_runner(runtime, m, x, threads=None, io=True):  # a fake runtime: 1 ns per MAC, read by a fake clock
         macs = analysis.count_macs(m)
         return lambda: now.__setitem__(0, now[0] + 1e-9 * macs)
 

@@ -26,7 +26,12 @@ from tfprune.structured.planner import kept_options
 
 
 class BudgetError(ValueError):
-    """The budget cannot be reached under the pruning constraints."""
+    """The budget cannot be reached under the pruning constraints; `smallest` is the smallest reachable
+    cost and `original` the unpruned model's (same unit), when known."""
+
+    def __init__(self, message: str, smallest: float | None = None, original: float | None = None) -> None:
+        super().__init__(message)
+        self.smallest, self.original = smallest, original
 
 
 def knapsack(values: Sequence[Sequence[float]], costs: Sequence[Sequence[int]], budget: int) -> list[int] | None:
@@ -134,8 +139,8 @@ def budgeted_counts(graph: Any, scores: dict[int, np.ndarray], cost: Any, target
             f"the {cost.kind} budget {target:,.6g} ({target / cost.full:.3f} of {cost.full:,.6g}) is not reachable: "
             f"the smallest reachable {cost.kind} is {smallest:,.6g} ({smallest / cost.full:.3f} of the original) with "
             f"max_pruning_ratio={max_pruning_ratio}, round_to={round_to} and the frozen/ignored layers. "
-            f"Fix: ask for at least {smallest / cost.full:.3f}, or raise max_pruning_ratio."
-        )
+            f"Fix: ask for at least {smallest / cost.full:.3f}, or raise max_pruning_ratio.",
+            smallest=smallest, original=cost.full)
     full_kept = {g: int(options[g][-1]) for g in ids}
     if cost.cost(full_kept) <= target:
         info.planned = cost.cost(full_kept)

@@ -40,7 +40,7 @@ from tfprune.layers.base import ELEMENTWISE_ACTIVATIONS, activation_name
 from tfprune.structured import timing
 from tfprune.structured.cost import CostModel, Term
 
-FORMAT = "tfprune.latency_table/1"
+FORMAT = "tfprune.latency_table/2"
 DEFAULT_CLOCK = time.perf_counter
 RUNTIMES = ("tflite", "tf")
 WIDTH_KEYS = ("filters", "units")
@@ -338,19 +338,21 @@ class LatencyTable:
             return fold_batchnorm(model)
         return model
 
-    def time_model(self, model: keras.Model) -> float:
-        """Latency (ms, `stat` of `repeats` calls) of a single-input model in this table's runtime."""
+    def time_model(self, model: keras.Model, io: bool = True) -> float:
+        """Latency (ms, `stat` of `repeats` calls) of a single-input model in this table's runtime; with
+        `io=False` without copying the input in and the output out (how blocks are timed: inside a
+        model, a layer's input is already in place)."""
         if len(model.inputs) != 1:
             raise LatencyTableError(f"model {model.name!r} has {len(model.inputs)} inputs; latency tables time "
                                     "single-input models. Fix: time it with tfprune.structured.timing.")
         x = timing.example_batch(model, self.batch_size)
-        run = timing.make_runner(self.runtime, self._deploy(model), x, self.threads)
+        run = timing.make_runner(self.runtime, self._deploy(model), x, self.threads, io=io)
         return timing.paired_median_ms([run], self.repeats, self.warmup, self.stat, self.clock)[0]
 
     def _empty(self) -> float:
         if self.empty_ms is None:
             x = keras.Input((8,))
-            self.empty_ms = self.time_model(keras.Model(x, keras.layers.ReLU()(x), name="empty"))
+            self.empty_ms = self.time_model(keras.Model(x, keras.layers.ReLU()(x), name="empty"), io=False)
         return self.empty_ms
 
     @staticmethod
@@ -358,7 +360,7 @@ class LatencyTable:
         return f"{int(wi)},{int(wo)}" if block.producer else f"-,{int(wo)}"
 
     def _measure_point(self, block: Block, wi: int, wo: int) -> float:
-        ms = max(self.time_model(block.tiny_model(wi, wo)) - self._empty(), 0.0)
+        ms = max(self.time_model(block.tiny_model(wi, wo), io=False) - self._empty(), 0.0)
         self.measured += 1
         return ms
 

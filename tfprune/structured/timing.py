@@ -37,8 +37,9 @@ def tflite_model(model: Any) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def tf_runner(model: Any, x: np.ndarray, xla: bool = False) -> Callable[[], np.ndarray]:
-    """A call of `model` on the fixed batch `x` through a traced tf.function (XLA-compiled if asked).
+def tf_runner(model: Any, x: np.ndarray, xla: bool = False, io: bool = True) -> Callable[[], Any]:
+    """A call of `model` on the fixed batch `x` through a traced tf.function (XLA-compiled if asked);
+    `io=False` leaves out the copy of the output to numpy.
 
     Example:
         >>> run = tf_runner(model, x); y = run()
@@ -47,12 +48,15 @@ def tf_runner(model: Any, x: np.ndarray, xla: bool = False) -> Callable[[], np.n
 
     fn = tf.function(lambda t: model(t, training=False), jit_compile=xla)
     tensor = tf.constant(x)
+    if not io:
+        return lambda: fn(tensor)
     return lambda: fn(tensor).numpy()
 
 
-def tflite_runner(model: Any, x: np.ndarray, threads: int | None = None) -> Callable[[], np.ndarray]:
+def tflite_runner(model: Any, x: np.ndarray, threads: int | None = None, io: bool = True) -> Callable[[], Any]:
     """A call of `model` (a Keras model or a TFLite flatbuffer) through the TFLite interpreter (default
-    XNNPACK delegate, `threads` threads) on the batch `x`.
+    XNNPACK delegate, `threads` threads) on the batch `x`; `io=False` times `invoke()` alone (the input
+    is set once, the output not read).
 
     Example:
         >>> run = tflite_runner(model, x, threads=1); y = run()
@@ -69,6 +73,9 @@ def tflite_runner(model: Any, x: np.ndarray, threads: int | None = None) -> Call
     interpreter.allocate_tensors()
     input_index = detail["index"]
     output_index = interpreter.get_output_details()[0]["index"]
+    if not io:
+        interpreter.set_tensor(input_index, x)
+        return interpreter.invoke
 
     def run() -> np.ndarray:
         interpreter.set_tensor(input_index, x)
@@ -78,16 +85,18 @@ def tflite_runner(model: Any, x: np.ndarray, threads: int | None = None) -> Call
     return run
 
 
-def make_runner(runtime: str, model: Any, x: np.ndarray, threads: int | None = None) -> Callable[[], Any]:
-    """A zero-argument call of `model` on `x` in `runtime` ('tf', 'xla' or 'tflite').
+def make_runner(runtime: str, model: Any, x: np.ndarray, threads: int | None = None,
+                io: bool = True) -> Callable[[], Any]:
+    """A zero-argument call of `model` on `x` in `runtime` ('tf', 'xla' or 'tflite'); `io=False` leaves
+    out copying the input in and the output out (a layer timed alone, as inside a model).
 
     Example:
         >>> run = make_runner("tflite", model, x, threads=1)
     """
     if runtime == "tflite":
-        return tflite_runner(model, x, threads)
+        return tflite_runner(model, x, threads, io=io)
     if runtime in ("tf", "xla"):
-        return tf_runner(model, x, xla=runtime == "xla")
+        return tf_runner(model, x, xla=runtime == "xla", io=io)
     raise ValueError(f"runtime must be one of {RUNTIMES}, received {runtime!r}.")
 
 
