@@ -169,7 +169,9 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
             slack += actual - target + 1e-6 * original
             genes = space.repair(genes, slack)
         else:
-            raise RuntimeError("could not repair a candidate to fit the budget")  # pragma: no cover
+            raise RuntimeError(  # pragma: no cover - the cost model and the real model disagree by far
+                f"a candidate still costs {actual:,.6g} {budget_kind} after 8 repairs (budget {target:,.6g}): the "
+                "cost estimate and the pruned model disagree. Fix: raise the budget or set round_to.")
         if recalibrate_bn is not None:
             recalibrate_batchnorm(pruned, recalibrate_bn, calibration_steps, batch_size)
         entry = {"generation": generation, "genes": genes, "score": float(eval_fn(pruned)),
