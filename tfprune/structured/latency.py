@@ -3,7 +3,8 @@ each channel width in a target runtime, and a model's latency predicted from the
 
 A model is split into *blocks*: a producer (Conv, Dense, DepthwiseConv, Add, ...) with the
 BatchNormalization and element-wise activations that only it feeds (TFLite and TensorFlow fuse
-them), or any other layer on its own. Each block is timed as a tiny model built from the layers'
+them), or any other layer on its own; each layer's role comes from its handler in the layer registry
+(`LayerHandler.latency_role`). Each block is timed as a tiny model built from the layers'
 configs at an input width and an output width (multiples of `round_to`, every width a pruned model
 can have), minus the time of an empty model, in the runtime (`'tflite'`: the TFLite interpreter
 with XNNPACK; `'tf'`: a traced tf.function). Blocks with the same configuration and spatial shape
@@ -36,7 +37,7 @@ import keras
 import numpy as np
 
 from tfprune.keras_graph import copy_layer, flatten_model, layer_config
-from tfprune.layers.base import ELEMENTWISE_ACTIVATIONS, activation_name
+from tfprune.layers import get_handler
 from tfprune.structured import timing
 from tfprune.structured.cost import CostModel, Term
 
@@ -44,14 +45,6 @@ FORMAT = "tfprune.latency_table/2"
 DEFAULT_CLOCK = time.perf_counter
 RUNTIMES = ("tflite", "tf")
 WIDTH_KEYS = ("filters", "units")
-NOT_TIMED = {  # layout or training-only layers: part of the fixed overhead
-    "InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Flatten", "Reshape", "Permute", "Identity",
-}
-FUSED_ACTIVATIONS = {"ReLU", "LeakyReLU", "ELU"}
-ANCHORS_WITHOUT_WIDTH = {"DepthwiseConv1D", "DepthwiseConv2D", "Add", "Subtract", "Multiply"}
-
-
 class LatencyTableError(ValueError):
     """A latency cache file that cannot be used, or a model the table cannot time."""
 
@@ -88,11 +81,8 @@ def runtime_version(runtime: str) -> str:
     return f"tensorflow {tf.__version__}"
 
 
-def _is_fusable_activation(layer: Any) -> bool:
-    kind = type(layer).__name__
-    if kind in FUSED_ACTIVATIONS:
-        return True
-    return kind == "Activation" and activation_name(layer.get_config().get("activation")) in ELEMENTWISE_ACTIVATIONS
+def _role(layer: Any) -> str:
+    return get_handler(layer).latency_role(layer)
 
 
 class Block:
@@ -168,15 +158,13 @@ def split_blocks(calls: list, output_keys: list) -> tuple[list[Block], list[str]
             continue
         layer = call.layer
         kind = type(layer).__name__
-        if (not isinstance(layer, keras.layers.Layer) or kind in NOT_TIMED or not call.inputs
+        if (not isinstance(layer, keras.layers.Layer) or _role(layer) == "untimed" or not call.inputs
                 or not call.outputs or len(call.outputs) != 1 or not call.output_shapes[0]
                 or any(d is None for d in call.output_shapes[0][1:])):
             untimed.append(getattr(layer, "name", kind))
             continue
         group = [call]
-        config = layer.get_config()
-        anchor = "filters" in config or "units" in config or kind in ANCHORS_WITHOUT_WIDTH
-        while anchor:  # absorb the BatchNormalization / activation that alone reads the block's output
+        while _role(layer) == "anchor":  # absorb the BatchNormalization / activation that alone reads the block's output
             current = group[-1].outputs[0]
             readers = consumers.get(current, [])
             if len(readers) != 1 or current in outputs:
@@ -184,7 +172,7 @@ def split_blocks(calls: list, output_keys: list) -> tuple[list[Block], list[str]
             nxt = calls[readers[0]]
             if nxt.inputs != [current] or len(nxt.outputs) != 1 or readers[0] in fused:
                 break
-            if type(nxt.layer).__name__ != "BatchNormalization" and not _is_fusable_activation(nxt.layer):
+            if _role(nxt.layer) != "fused":
                 break
             group.append(nxt)
             fused.add(readers[0])
