@@ -56,3 +56,9 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert "| ResNet-8 16x16 | TFLite 1 thr. | 1 | 0.50 |" in text and "searched (evolution)" in text
     assert "unreachable: smallest" in text and "below the smallest reachable latency" in text
     assert sorted(os.listdir(tmp_path)) == ["README.md", "cache"]
+    log = tmp_path / "run.log"
+    log.write_text("\n".join(out) + "\n")
+    again = tmp_path / "again.md"
+    bench.main(["--from_log", str(log), "--markdown", str(again)])
+    block = text.split("<!-- bench_auto_structured:begin -->\n")[1].split("<!-- bench_auto_structured:end -->")[0]
+    assert again.read_text() == block

@@ -24,6 +24,7 @@ least uniform's within noise; the search under 10 minutes on 2 cores.
 Usage:
     python tools/bench_auto_structured.py [--latency_cache tools/results/latency_tables.json] \\
         [--markdown tools/results/bench_auto_structured.md] [--readme README.md]
+    python tools/bench_auto_structured.py --from_log run.log --readme README.md   # re-render, no timing
 
 Prints the tables and verdicts, then one JSON line with every number.
 """
@@ -332,6 +333,8 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy part")
     parser.add_argument("--markdown", metavar="PATH")
     parser.add_argument("--readme", metavar="README")
+    parser.add_argument("--from_log", metavar="LOG", help="measure nothing: write --markdown / --readme from the "
+                        "JSON line of an earlier run's stdout")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in MODELS] + [r for r in args.runtimes if r not in RUNTIMES]
     if unknown:
@@ -339,8 +342,24 @@ def parse_args(argv: Sequence[str] | None = None):
     return args
 
 
+def from_log(args) -> dict:
+    """Re-render the markdown from the JSON line a previous run printed (no timing)."""
+    with open(args.from_log) as f:
+        result = json.loads([line for line in f if line.startswith("{")][-1])
+    text = markdown(result)
+    if args.markdown:
+        write_atomic(args.markdown, text)
+    if args.readme:
+        replace_block(args.readme, "bench_auto_structured", text)
+    if not args.markdown and not args.readme:
+        print(text, end="")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.from_log:
+        return from_log(args)
     if args.latency_cache:
         os.makedirs(os.path.dirname(os.path.abspath(args.latency_cache)), exist_ok=True)
     start, load_start = time.perf_counter(), os.getloadavg()[0]
