@@ -173,3 +173,18 @@ def test_per_channel_layers_pass_through_magnitude_pruning():
     model = keras.Model(x, keras.layers.GroupNormalization(groups=2)(h))
     wrapped = tfprune.prune_low_magnitude(model)
     assert len(tfprune.collect_wrappers(wrapped)) == 1
+
+
+def test_latency_roles_come_from_the_handlers():
+    from tfprune.layers import get_handler
+
+    def role(layer):
+        return get_handler(layer).latency_role(layer)
+
+    L = keras.layers
+    assert [role(x) for x in (L.Conv2D(4, 3), L.Dense(3), L.DepthwiseConv2D(3), L.SeparableConv2D(4, 3),
+                              L.Add())] == ["anchor"] * 5
+    assert [role(x) for x in (L.BatchNormalization(), L.ReLU(), L.Activation("relu"))] == ["fused"] * 3
+    assert [role(x) for x in (L.Dropout(0.1), L.Flatten(), L.Reshape((4,)))] == ["untimed"] * 3
+    assert [role(x) for x in (L.Activation("softmax"), L.GlobalAveragePooling2D(), L.Concatenate(),
+                              L.Maximum())] == ["alone"] * 4

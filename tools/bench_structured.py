@@ -42,14 +42,10 @@ Prints the table, the width probe and the verdicts, then one JSON line with ever
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
-import statistics
 import sys
 import time
-import warnings
 from typing import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -62,10 +58,11 @@ import tensorflow as tf  # noqa: E402
 
 from readme_block import replace_block, write_atomic  # noqa: E402
 from tfprune import analysis  # noqa: E402
-from tfprune.interpreter import make_interpreter  # noqa: E402
 from tfprune.structured import DependencyGraph, prune_filters  # noqa: E402
 from tfprune.structured.fold import fold_batchnorm  # noqa: E402
 from tfprune.structured.models import resnet_cifar  # noqa: E402
+from tfprune.structured.timing import (  # noqa: E402,F401  (re-exported for tests and tools)
+    STATISTICS, example_batch, paired_median_ms, tf_runner, tflite_model, tflite_runner)
 
 BATCHES = (1, 32)
 
@@ -73,66 +70,6 @@ BATCHES = (1, 32)
 def deploy(model: keras.Model, fold_bn: bool) -> keras.Model:
     """The model as it is timed: with BatchNormalization folded, or unchanged."""
     return fold_batchnorm(model) if fold_bn else model
-
-
-def tf_runner(model: keras.Model, x: np.ndarray, xla: bool = False) -> Callable[[], np.ndarray]:
-    """A call of `model` on the fixed batch `x` through a traced tf.function (XLA-compiled if asked)."""
-    fn = tf.function(lambda t: model(t, training=False), jit_compile=xla)
-    tensor = tf.constant(x)
-    return lambda: fn(tensor).numpy()
-
-
-def tflite_model(model: keras.Model) -> bytes:
-    """`model` converted to a float32 TFLite flatbuffer (weights frozen into constants)."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the converter prints
-        warnings.simplefilter("ignore")
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
-
-
-def tflite_runner(model: keras.Model | bytes, x: np.ndarray, threads: int | None = None) -> Callable[[], np.ndarray]:
-    """A call of `model` (a Keras model or a TFLite flatbuffer) through the TFLite interpreter (default
-    XNNPACK delegate, `threads` threads) on the batch `x`."""
-    content = model if isinstance(model, bytes) else tflite_model(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        interpreter = make_interpreter(model_content=content, num_threads=threads or os.cpu_count())
-    detail = interpreter.get_input_details()[0]
-    if tuple(detail["shape"]) != x.shape:
-        interpreter.resize_tensor_input(detail["index"], x.shape, strict=False)
-    interpreter.allocate_tensors()
-    input_index = detail["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
-
-    def run() -> np.ndarray:
-        interpreter.set_tensor(input_index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(output_index)
-
-    return run
-
-
-STATISTICS = {"median": statistics.median, "min": min}
-
-
-def paired_median_ms(runners: Sequence[Callable[[], np.ndarray]], repeats: int, warmup: int = 3,
-                     stat: str = "median") -> list[float]:
-    """Median (or `stat`) wall time of each runner in ms; calls alternate between the runners so that
-    drift and other processes hit all of them alike."""
-    for run in runners:
-        for _ in range(warmup):
-            run()
-    times: list[list[float]] = [[] for _ in runners]
-    for _ in range(repeats):
-        for run, bucket in zip(runners, times):
-            start = time.perf_counter()
-            run()
-            bucket.append(time.perf_counter() - start)
-    return [1000 * STATISTICS[stat](bucket) for bucket in times]
-
-
-def example_batch(model: keras.Model | tuple, batch: int) -> np.ndarray:
-    shape = (batch,) + tuple(model if isinstance(model, tuple) else model.input_shape[1:])
-    return np.random.default_rng(0).normal(size=shape).astype("float32")
 
 
 def paired_latency_ms(models: list, batch: int, repeats: int, runtime: str = "tf",

@@ -3,6 +3,14 @@
 Example:
     tfprune-prune-filters --model in.keras --output out.keras --pruning_ratio 0.5 \\
         --importance fpgm --round_to 8
+    tfprune-prune-filters --model in.keras --output out.keras --target_macs 0.5 --round_to 8
+    tfprune-prune-filters --model in.keras --output out.keras --target_latency 0.5 \\
+        --runtime tflite --threads 1 --latency_table latency.json --round_to 8
+
+A budget (--target_macs, --target_params or --target_latency: a fraction of the original) replaces
+--pruning_ratio: each group keeps the channels that keep the most importance under the budget.
+--target_latency measures the model's blocks in --runtime (cached in --latency_table); an
+unreachable budget is an error that says the smallest reachable cost.
 
 With --layer_norm exact (the default), LayerNormalization over pruned channels becomes
 tfprune.structured.PrunedLayerNormalization: load the output after `import tfprune`.
@@ -51,6 +59,18 @@ def define_flags() -> flags.FlagValues:
                       "LayerNormalization over pruned channels: exact (a tfprune layer; loading the output "
                       "needs tfprune imported), approximate (plain Keras, not exact) or keep (not pruned).",
                       flag_values=fv)
+    flags.DEFINE_float("target_macs", None, "Budget: fraction of the original MACs to keep, in (0, 1].", flag_values=fv)
+    flags.DEFINE_float("target_params", None, "Budget: fraction of the original parameters, in (0, 1].",
+                       flag_values=fv)
+    flags.DEFINE_float("target_latency", None, "Budget: fraction of the original latency in --runtime, in (0, 1] "
+                       "(needs --latency_table).", flag_values=fv)
+    flags.DEFINE_enum("runtime", "tflite", ["tflite", "tf"], "Where --target_latency is measured: the TFLite "
+                      "interpreter (XNNPACK) or TensorFlow.", flag_values=fv)
+    flags.DEFINE_string("latency_table", None, "JSON cache of latency measurements (created or updated).",
+                        flag_values=fv)
+    flags.DEFINE_integer("threads", 1, "Threads of the latency measurements.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 1, "Batch size of the latency measurements.", flag_values=fv)
+    flags.DEFINE_integer("latency_repeats", 20, "Timed calls per latency measurement.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing output file.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as one JSON object instead of tables.", flag_values=fv)
     return fv
@@ -89,6 +109,25 @@ def check_arguments(fv: flags.FlagValues) -> None:
             f"unknown --importance {fv.importance!r}{hint}. Fix: use one of {', '.join(cli_importances())}, "
             "or module:Class."
         )
+    targets = [name for name in ("target_macs", "target_params", "target_latency") if fv[name].value is not None]
+    if len(targets) > 1:
+        raise UsageError(f"pass one budget, received {', '.join('--' + t for t in targets)}. Fix: keep one of them.")
+    for name in targets:
+        value = fv[name].value
+        if not 0 < value <= 1:
+            raise UsageError(f"--{name} must be a fraction in (0, 1], received {value}. Fix: e.g. --{name} 0.5")
+    if targets and fv.global_pruning:
+        raise UsageError("--global_pruning cannot be combined with a budget. Fix: drop --global_pruning.")
+    if fv.target_latency is not None and not fv.latency_table:
+        raise UsageError("--target_latency needs --latency_table. Fix: e.g. --latency_table latency.json "
+                         "(created if missing, reused next time).")
+    if fv.latency_table:
+        table_dir = os.path.dirname(os.path.abspath(fv.latency_table))
+        if not os.path.isdir(table_dir):
+            raise UsageError(f"--latency_table directory {table_dir!r} does not exist. Fix: create it.")
+    for name in ("threads", "batch_size", "latency_repeats"):
+        if fv[name].value < 1:
+            raise UsageError(f"--{name} must be a positive integer, received {fv[name].value}.")
     if fv.round_to is not None and fv.round_to < 1:
         raise UsageError(
             f"--round_to must be a positive integer, received {fv.round_to}. Fix: e.g. --round_to 8"
@@ -134,10 +173,19 @@ def main(fv: flags.FlagValues) -> int:
             f"could not load {fv.model!r} ({_first_line(err)}). Fix: pass a .keras file written by model.save()."
         ) from None
     try:
+        table = None
+        if fv.target_latency is not None:
+            from tfprune.structured import LatencyTable
+
+            table = LatencyTable(runtime=fv.runtime, threads=fv.threads, batch_size=fv.batch_size,
+                                 round_to=fv.round_to or 8, cache=fv.latency_table, repeats=fv.latency_repeats,
+                                 verbose=0 if fv.json else 1)
         pruned, report = prune_filters(
             model, pruning_ratio=fv.pruning_ratio, importance=fv.importance,
             global_pruning=fv.global_pruning, max_pruning_ratio=fv.max_pruning_ratio,
             round_to=fv.round_to, ignored_layers=fv.ignored_layers or None, layer_norm=fv.layer_norm,
+            target_macs=fv.target_macs, target_params=fv.target_params, target_latency=fv.target_latency,
+            latency_table=table,
         )
     except (ValueError, TypeError) as err:
         raise Failure(f"could not prune {fv.model!r}: {_first_line(err)}") from None

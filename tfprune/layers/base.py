@@ -8,8 +8,12 @@ Magnitude pruning (`tfprune.prune_low_magnitude`)
     * `keeps_weights`: True if the layer has weights that are never pruned, so it passes through a
       pruned model unwrapped (normalization layers, per-channel scales).
 
-Cost (`tfprune.analysis`)
-    * `macs(layer, input_shape, output_shape)`: multiply-accumulates of one call, per sample.
+Cost (`tfprune.analysis`, `tfprune.structured.LatencyTable`)
+    * `macs(layer, input_shape, output_shape)`: multiply-accumulates of one call, per sample;
+    * `latency_role(layer)`: how a latency table times it: 'anchor' (TFLite and TensorFlow fuse a
+      following BatchNormalization or activation into it: Conv, Dense, Depthwise, Add), 'fused' (that
+      BatchNormalization or activation), 'untimed' (layout or training-only: Flatten, Reshape, Dropout;
+      part of a model's fixed overhead) or 'alone' (timed on its own, the default).
 
 Structured pruning (`tfprune.structured`)
     * `trace(graph, call)`: how channel labels flow from the layer's inputs to its outputs;
@@ -133,6 +137,7 @@ class LayerHandler:
 
     prunable_weights: tuple[str, ...] = ()
     keeps_weights: bool = False
+    latency: str = "alone"  # see latency_role
 
     # magnitude pruning ---------------------------------------------------------------
     def prunable_weight_names(self, layer: Any) -> tuple[str, ...]:
@@ -143,6 +148,10 @@ class LayerHandler:
     def macs(self, layer: Any, input_shape: tuple, output_shape: tuple) -> int:
         """Multiply-accumulates of one call of `layer`, per sample."""
         return 0
+
+    def latency_role(self, layer: Any) -> str:
+        """'anchor', 'fused', 'untimed' or 'alone': how `structured.LatencyTable` times the layer."""
+        return self.latency
 
     # structured pruning -----------------------------------------------------------------
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:

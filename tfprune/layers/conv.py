@@ -51,6 +51,8 @@ class OutputsOnLastAxis(LayerHandler):
     """Shared by Conv and Dense: output channels on the kernel's last axis (and the bias), where removed
     channels are zeroed and a following BatchNormalization folds in."""
 
+    latency = "anchor"
+
     def zero_channels(self, layer: Any, removed: np.ndarray) -> None:
         weights = layer.get_weights()
         _zero_kernel_and_bias(weights, removed)
@@ -121,6 +123,8 @@ class Conv(OutputsOnLastAxis):
 class ConvTranspose(LayerHandler):
     """Conv1D/2D/3DTranspose: kernel is (..., out, in)."""
 
+    latency = "anchor"
+
     prunable_weights = ("kernel",)
 
     def macs(self, layer: Any, input_shape: tuple, output_shape: tuple) -> int:
@@ -158,6 +162,8 @@ class ConvTranspose(LayerHandler):
 
 class Depthwise(LayerHandler):
     """DepthwiseConv1D/2D: output channel c*m+j comes from input channel c."""
+
+    latency = "anchor"
 
     prunable_weights = ("kernel",)
 
@@ -197,6 +203,8 @@ class Depthwise(LayerHandler):
 
 class Separable(LayerHandler):
     """SeparableConv1D/2D: depthwise (passes channels, times depth_multiplier) then pointwise."""
+
+    latency = "anchor"
 
     prunable_weights = ("depthwise_kernel", "pointwise_kernel")
 

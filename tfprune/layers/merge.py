@@ -55,10 +55,17 @@ class ConcatenateHandler(LayerHandler):
         return [labels[0]]
 
 
+class FusingMerge(Merge):
+    """Add, Subtract, Multiply: TFLite fuses a following activation into them."""
+
+    latency = "anchor"
+
+
 L = keras.layers
 _MERGE = Merge()
+_FUSING_MERGE = FusingMerge()
 for _name in ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"]:
-    register_layer(getattr(L, _name), _MERGE)
+    register_layer(getattr(L, _name), _FUSING_MERGE if _name in ("Add", "Subtract", "Multiply") else _MERGE)
 register_layer(L.Concatenate, ConcatenateHandler())
 try:  # InceptionResNetV2's residual `x + branch * scale`
     from keras.src.applications.inception_resnet_v2 import CustomScaleLayer

@@ -42,6 +42,8 @@ class KeepsWeights(LayerHandler):
 class BatchNormalizationHandler(PerChannel):
     """BatchNormalization over the channel axis."""
 
+    latency = "fused"
+
     def __init__(self) -> None:
         super().__init__(check_last_axis)
 

@@ -28,8 +28,19 @@ Check = Callable[[dict, int], None]
 class PassThrough(LayerHandler):
     """A layer that maps each channel to itself (no weights); `check(config, rank)` may refuse a call."""
 
-    def __init__(self, check: Check | None = None) -> None:
+    def __init__(self, check: Check | None = None, latency: str | None = None) -> None:
         self.check = check
+        if latency is not None:
+            self.latency = latency
+
+    def latency_role(self, layer: Any) -> str:
+        """'fused' only for element-wise activations (an Activation('softmax') is timed alone)."""
+        if self.latency == "fused" and self.check is not None:
+            try:
+                self.check(layer.get_config(), 4)
+            except Unsupported:
+                return "alone"
+        return self.latency
 
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         config = call.layer.get_config()
@@ -93,10 +104,16 @@ def check_last_axis(config: dict, rank: int) -> None:
 
 L = keras.layers
 _PASS_THROUGH = PassThrough()
+_ACTIVATION = PassThrough(latency="fused")  # fused into the producer before it by TFLite / TensorFlow
+_NOT_TIMED = PassThrough(latency="untimed")  # identity at inference: part of a model's fixed overhead
+for _name in ["ReLU", "LeakyReLU", "ELU"]:
+    register_layer(getattr(L, _name), _ACTIVATION)
+for _name in ["Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+              "GaussianDropout", "AlphaDropout", "Identity", "ActivityRegularization"]:
+    if hasattr(L, _name):
+        register_layer(getattr(L, _name), _NOT_TIMED)
 for _name in [
-    "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Identity",
-    "ActivityRegularization", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
     "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "ZeroPadding1D",
     "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
     "UpSampling1D", "UpSampling2D", "UpSampling3D", "GlobalAveragePooling1D",
@@ -105,6 +122,6 @@ for _name in [
 ]:
     if hasattr(L, _name):
         register_layer(getattr(L, _name), _PASS_THROUGH)
-register_layer(L.Activation, PassThrough(check_activation))
+register_layer(L.Activation, PassThrough(check_activation, latency="fused"))
 register_layer(L.Rescaling, PassThrough(check_rescaling))
 register_layer(L.PReLU, PerChannel())

@@ -18,6 +18,8 @@ from tfprune.layers.registry import register_layer
 class FlattenHandler(LayerHandler):
     """Flatten: channel c at every spatial position; a following Dense gets an expanded index map."""
 
+    latency = "untimed"
+
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         check_channels_last(call.layer.get_config())
         shape = static_shape(call.input_shapes[0])
@@ -28,6 +30,8 @@ class FlattenHandler(LayerHandler):
 class ReshapeHandler(LayerHandler):
     """Reshape whose new last axis is a whole multiple r of the channel count: the channels repeat
     r times along it. Anything else (e.g. the channel split of a channel shuffle) is not understood."""
+
+    latency = "untimed"
 
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         in_shape = static_shape(call.input_shapes[0])

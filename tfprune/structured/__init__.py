@@ -6,6 +6,11 @@ Pipeline: `DependencyGraph` finds the groups of coupled channels, an `Importance
 Layers: `PrunedLayerNormalization` / `PrunedRMSNormalization` keep LayerNormalization exact once
 channels are removed (`prune_filters(..., layer_norm="exact")`).
 
+Latency-aware and automatic pruning: `sensitivity` (one group at a time), `LatencyTable` (measured
+per-block latency in TFLite or TensorFlow), budgets in `prune_filters(target_macs= | target_params= |
+target_latency=)`, `search_ratios` (evolution / bee colony over per-group channel counts) and
+`recalibrate_batchnorm` (EagleEye's BN re-estimation).
+
 Training-time helpers: `BNSparsity` (network slimming), `SoftFilterPruning`, `iterative_prune`,
 and `compile_like` (a fresh optimizer for the pruned model).
 
@@ -41,10 +46,25 @@ from tfprune.structured.pruner import prune_filters, rebuild
 from tfprune.structured.report import PruningReport
 from tfprune.structured.slimming import BNSparsity, bn_l1_penalty, gamma_summary, remove_bn_sparsity
 from tfprune.structured.soft import SoftFilterPruning, zero_units
+from tfprune.structured.budget import BudgetError, knapsack
+from tfprune.structured.latency import LatencyTable, LatencyTableError
+from tfprune.structured.plans import Plan
+from tfprune.structured.recalibrate import recalibrate_batchnorm
+from tfprune.structured.search import search_ratios
+from tfprune.structured.sensitivity import SensitivityResult, sensitivity
 
 __all__ = [
     "ActivationImportance",
     "record_activations",
+    "BudgetError",
+    "LatencyTable",
+    "LatencyTableError",
+    "Plan",
+    "SensitivityResult",
+    "knapsack",
+    "recalibrate_batchnorm",
+    "search_ratios",
+    "sensitivity",
     "PrunedLayerNormalization",
     "PrunedRMSNormalization",
     "BNScaleImportance",

@@ -113,6 +113,57 @@ def plan(
                 counts[i] += 1
                 budget -= 1
 
+    return apply_counts(graph, scores, counts, decisions, max_pruning_ratio, round_to)
+
+
+
+def score_groups(graph: Any, importance: Any, requested: dict[int, float] | None = None,
+                 ) -> tuple[dict[int, np.ndarray], list[GroupDecision]]:
+    """Scores of every prunable group that the criterion scores ({group index: scores, frozen or
+    unscored units at +inf}) and one GroupDecision per group (skipped ones say why).
+
+    Example:
+        >>> scores, decisions = score_groups(graph, get_importance("l1"))
+    """
+    decisions, scores, cache = [], {}, {}
+    for group in graph.groups:
+        decision = GroupDecision(group=group, requested_ratio=(requested or {}).get(group.index, 0.0))
+        decisions.append(decision)
+        if not group.prunable:
+            decision.reason = "; ".join(group.reasons) or "no prunable channel"
+            continue
+        s = importance.group_scores(graph, group, cache)
+        if np.all(np.isnan(s[~group.frozen])):
+            decision.reason = f"importance {importance.name!r} gives no score to this group"
+            continue
+        scores[group.index] = np.where(np.isnan(s) | group.frozen, np.inf, s)
+    return scores, decisions
+
+
+def kept_options(group: Any, max_pruning_ratio: float, round_to: int | None) -> np.ndarray:
+    """The channel counts a group may keep (ascending): at least one channel, its frozen units and
+    `1 - max_pruning_ratio` of its channels, a multiple of `round_to` (or all of them).
+
+    Example:
+        >>> kept_options(graph.groups[0], 0.9, 8)     # array([8, 16, 24, 32])
+    """
+    total = len(group.units)
+    fewest = total - _limit(total, int((~group.frozen).sum()), 1.0, max_pruning_ratio)
+    if not round_to:
+        return np.arange(fewest, total + 1, dtype=np.int64)
+    start = max(round_to, math.ceil(fewest / round_to) * round_to)
+    return np.array(sorted(set(range(start, total, round_to)) | {total}), dtype=np.int64)
+
+
+def apply_counts(graph: Any, scores: dict[int, np.ndarray], counts: dict[int, int], decisions: list[GroupDecision],
+                 max_pruning_ratio: float = 1.0, round_to: int | None = None) -> tuple[np.ndarray, list[GroupDecision]]:
+    """Remove the `counts[group index]` lowest-scored channels of each group (part by part for
+    groups split over layers); returns (boolean mask over unit roots: removed, decisions).
+
+    Example:
+        >>> scores, decisions = score_groups(graph, get_importance("l1"))
+        >>> removed, decisions = apply_counts(graph, scores, {0: 8}, decisions)
+    """
     removed = np.zeros(len(graph.root_of), dtype=bool)
     for index, count in counts.items():
         group, decision = graph.groups[index], decisions[index]
@@ -134,4 +185,3 @@ def plan(
         decision.status = "pruned"
         removed[decision.removed_units] = True
     return removed, decisions
-

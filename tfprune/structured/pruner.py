@@ -15,7 +15,7 @@ import numpy as np
 
 from tfprune.structured.graph import DependencyGraph
 from tfprune.structured.importance import Importance, get_importance
-from tfprune.structured.planner import plan
+from tfprune.structured.planner import apply_counts, plan, score_groups
 from tfprune.structured.report import GroupReport, LayerReport, PruningReport
 from tfprune.keras_graph import copy_layer, iter_layers, layer_config
 
@@ -156,6 +156,11 @@ def prune_filters(
     example_inputs: Any = None,
     layer_norm: str = "exact",
     attention: str = "heads",
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    target_latency: float | None = None,
+    latency_table: Any = None,
+    plan: Any = None,
 ) -> tuple[keras.Model, PruningReport]:
     """Remove whole filters/channels from a Keras model; return (smaller model, report).
 
@@ -180,6 +185,13 @@ def prune_filters(
             `num_heads` shrinks, a group's channels are heads, so ratios and `round_to` count heads),
             'head_dim' (the per-head query/key width and the value width shrink, the same positions
             in every head) or 'keep' (heads stay).
+        target_macs, target_params, target_latency: a budget instead of a ratio, as a fraction of the
+            original model's MACs, parameters or latency (predicted by `latency_table`, a
+            `structured.LatencyTable`): each group keeps the channel count that keeps the most
+            (normalised) importance under the budget (see `structured.budget`). An unreachable
+            budget raises `BudgetError` with the smallest reachable cost.
+        plan: apply a per-group plan instead: a `structured.Plan` (from `search_ratios`), or
+            {producer layer name: kept channel count (int) or ratio to remove (float)}.
 
     The model's inputs and outputs keep their shapes; layers the dependency graph does not
     understand keep their channels (see `report.unsupported`).
@@ -189,20 +201,64 @@ def prune_filters(
         >>> pruned, report = prune_filters(model, pruning_ratio=0.5, importance="fpgm", round_to=8)
         >>> print(report)
         >>> pruned.save("resnet50_pruned.keras")
+        >>> half, report = prune_filters(model, target_macs=0.5, round_to=8)   # half the MACs
     """
     _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict)
+    targets = {kind: value for kind, value in (("macs", target_macs), ("params", target_params),
+                                               ("latency", target_latency)) if value is not None}
+    _validate_targets(targets, latency_table, plan, global_pruning, pruning_ratio_dict)
     start = time.perf_counter()
     criterion = get_importance(importance)
     graph = DependencyGraph(model, ignored_layers=ignored_layers, layer_norm=layer_norm, attention=attention)
     criterion.prepare(model, example_inputs)
-    removed, decisions = plan(
-        graph, criterion, pruning_ratio, global_pruning=global_pruning,
-        pruning_ratio_dict=pruning_ratio_dict, max_pruning_ratio=max_pruning_ratio, round_to=round_to,
-    )
-    pruned = rebuild(model, graph, removed)
+    budget = None
+    if targets:
+        from tfprune.structured.budget import budgeted_plan
+
+        (kind, fraction), = targets.items()
+        pruned, removed, decisions, budget = budgeted_plan(
+            model, graph, criterion, kind, fraction, latency_table, max_pruning_ratio, round_to, rebuild)
+    else:
+        if plan is not None:
+            from tfprune.structured.plans import plan_counts
+
+            scores, decisions = score_groups(graph, criterion)
+            counts = plan_counts(graph, plan, scores)
+            removed, decisions = apply_counts(graph, scores, counts, decisions, max_pruning_ratio, round_to)
+            for d in decisions:
+                d.requested_ratio = counts.get(d.group.index, 0) / d.total if d.total else 0.0
+        else:
+            removed, decisions = _plan(
+                graph, criterion, pruning_ratio, global_pruning=global_pruning,
+                pruning_ratio_dict=pruning_ratio_dict, max_pruning_ratio=max_pruning_ratio, round_to=round_to,
+            )
+        pruned = rebuild(model, graph, removed)
     report = make_report(model, pruned, graph, removed, decisions, criterion, global_pruning,
                          time.perf_counter() - start)
+    report.budget = budget
     return pruned, report
+
+
+_plan = plan
+
+
+def _validate_targets(targets: dict, latency_table: Any, plan_: Any, global_pruning: bool,
+                      pruning_ratio_dict: Any) -> None:
+    if len(targets) > 1:
+        raise ValueError(f"pass one budget, received {sorted('target_' + k for k in targets)}. "
+                         "Fix: keep one of target_macs, target_params, target_latency.")
+    for kind, value in targets.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError(f"target_{kind} must be a fraction of the original in (0, 1], received {value!r}. "
+                             "Fix: e.g. 0.5 for half.")
+    if "latency" in targets and latency_table is None:
+        raise ValueError("target_latency needs latency_table=structured.LatencyTable(...). "
+                         "Fix: pass latency_table=LatencyTable(runtime='tflite', cache='latency.json').")
+    if (targets or plan_ is not None) and (global_pruning or pruning_ratio_dict):
+        raise ValueError("a budget or a plan chooses every group's channels: it cannot be combined with "
+                         "global_pruning or pruning_ratio_dict. Fix: drop those arguments.")
+    if targets and plan_ is not None:
+        raise ValueError("pass either a budget (target_*) or plan=, not both.")
 
 
 def make_report(model: keras.Model, pruned: keras.Model, graph: DependencyGraph, removed: np.ndarray,

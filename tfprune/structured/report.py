@@ -76,6 +76,7 @@ class PruningReport:
     macs_before: int
     macs_after: int
     seconds: float
+    budget: dict | None = None  # budgeted pruning: kind, target fraction, budgeted and predicted cost
 
     def layer(self, name: str) -> LayerReport:
         for entry in self.layers:
@@ -96,6 +97,7 @@ class PruningReport:
             "layers": [entry.to_dict() for entry in self.layers],
             "groups": [g.to_dict() for g in self.groups],
             "unsupported": [{"layer": n, "reason": r} for n, r in self.unsupported],
+            "budget": self.budget,
         }
 
     def __str__(self) -> str:
@@ -119,7 +121,14 @@ class PruningReport:
             group_rows.append((g.index, _short(producers, 40), g.channels_before, g.channels_after,
                                ratio(g.requested_ratio), ratio(g.achieved_ratio),
                                g.status + (f": {_short(g.reason)}" if g.reason else "")))
-        parts = [head, "", _table(layer_rows), "", _table(group_rows)]
+        parts = [head]
+        if self.budget:
+            b = self.budget
+            parts.append(
+                f"Budget: {b['kind']} <= {b['target']:.3f} of the original ({b['budgeted']:,.6g} {b['unit']}); "
+                f"predicted {b['predicted']:,.6g} {b['unit']} ({b['predicted'] / b['original']:.3f}); "
+                f"original {b['original']:,.6g}, smallest reachable {b['smallest']:,.6g}")
+        parts += ["", _table(layer_rows), "", _table(group_rows)]
         if self.unsupported:
             parts += ["", "Layers the dependency graph does not understand (their channels are kept):"]
             parts += [f"  {name}: {reason}" for name, reason in self.unsupported]

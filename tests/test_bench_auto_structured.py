@@ -1,0 +1,64 @@
+"""tools/bench_auto_structured.py with tiny settings and a fake runtime (1 ns per MAC read by a fake
+clock): both parts run, the rows hold every column, the verdicts are computed, and the markdown goes
+atomically into the README block."""
+
+import json
+import os
+
+import pytest
+
+from tests.helpers import load_tool
+from tfprune import analysis
+from tfprune.structured import latency, timing
+from tfprune.structured.models import resnet_cifar
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    tool = load_tool("bench_auto_structured")
+    now = [0.0]
+
+    def make_runner(runtime, model, x, threads=None, io=True):
+        macs = analysis.count_macs(model)
+        return lambda: now.__setitem__(0, now[0] + 1e-9 * macs * x.shape[0] + 1e-5)
+
+    monkeypatch.setattr(timing, "make_runner", make_runner)
+    monkeypatch.setattr(latency, "DEFAULT_CLOCK", lambda: now[0])
+    monkeypatch.setitem(tool.MODELS, "tiny", ("ResNet-8 16x16", lambda: resnet_cifar(8, input_shape=(16, 16, 3)), 3))
+    monkeypatch.setattr(tool, "accuracy_model", lambda shape: resnet_cifar(8, input_shape=shape))
+    return tool
+
+
+@pytest.mark.slow
+def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench_auto_structured:begin -->\nnot measured yet\n"
+                      "<!-- bench_auto_structured:end -->\nrest\n")
+    result = bench.main(["--models", "tiny", "--runtimes", "tflite1", "--batches", "1", "--budgets", "0.5,0.01",
+                         "--repeats", "2", "--table_repeats", "1", "--seeds", "0", "--train_size", "400", "--eval_size", "200",
+                         "--epochs", "1", "--fine_tune_epochs", "1", "--population", "2", "--generations", "2",
+                         "--latency_cache", str(tmp_path / "cache" / "lat.json"), "--readme", str(readme)])
+    row, impossible = result["latency_rows"]
+    assert impossible["unreachable"] and 0.01 < impossible["smallest_fraction"] < 0.5
+    assert row["model"] == "ResNet-8 16x16" and row["budget"] == 0.5
+    assert row["fraction_aware"] <= 0.5 and row["aware_met"]  # the fake runtime is what the table predicts
+    assert abs(row["prediction_error_aware"]) < 1e-6
+    assert row["macs_fraction_uniform"] <= row["macs_fraction_aware"] + 1e-9
+    methods = [r["method"] for r in result["accuracy_rows"]]
+    assert methods == ["uniform L1", "latency-aware (knapsack, L1)", "searched (evolution)"]
+    assert all(r["latency_fraction"] <= 0.5 + 1e-6 for r in result["accuracy_rows"])
+    assert all(0 <= r["one_shot_accuracy"] <= 1 and r["loss"] > 0 for r in result["accuracy_rows"])
+    assert any("search time" in v for v in result["verdicts"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1])["latency_rows"][0]["budget"] == 0.5
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "not measured yet" not in text
+    assert "| ResNet-8 16x16 | TFLite 1 thr. | 1 | 0.50 |" in text and "searched (evolution)" in text
+    assert "unreachable: smallest" in text and "below the smallest reachable latency" in text
+    assert sorted(os.listdir(tmp_path)) == ["README.md", "cache"]
+    log = tmp_path / "run.log"
+    log.write_text("\n".join(out) + "\n")
+    again = tmp_path / "again.md"
+    bench.main(["--from_log", str(log), "--markdown", str(again)])
+    block = text.split("<!-- bench_auto_structured:begin -->\n")[1].split("<!-- bench_auto_structured:end -->")[0]
+    assert again.read_text() == block

@@ -1,0 +1,174 @@
+"""LatencyTable: deterministic measurements with a fake clock (each timed call advances it by a cost
+proportional to the model's MACs), predictions checked against that formula, the JSON cache (round
+trip, other keys re-measured, corrupt files refused), latency budgets, and a real-runtime smoke test."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from tfprune import analysis
+from tfprune.structured import LatencyTable, LatencyTableError, prune_filters, timing
+from tfprune.structured.fold import fold_batchnorm
+from tfprune.structured.latency import split_blocks
+from tfprune.keras_graph import flatten_model
+from tfprune.structured.models import resnet_cifar
+
+NS_PER_MAC, CALL_MS = 1e-9, 0.01  # fake cost: 1 ns per MAC and sample, 10 us per call
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    clock = FakeClock()
+    built = []
+
+    def make_runner(runtime, model, x, threads=None, io=True):
+        macs = analysis.count_macs(model)
+        built.append(model)
+
+        def run():
+            clock.now += NS_PER_MAC * macs * x.shape[0] + CALL_MS / 1000
+
+        return run
+
+    monkeypatch.setattr(timing, "make_runner", make_runner)
+    clock.built = built
+    return clock
+
+
+def fake_ms(model, batch=1):
+    """What the fake runtime takes for `model` as deployed (BatchNormalization folded)."""
+    return 1000 * NS_PER_MAC * analysis.count_macs(fold_batchnorm(model)) * batch + CALL_MS
+
+
+def tiny_model():
+    x = keras.Input((8, 8, 3))
+    y = layers.Conv2D(16, 3, padding="same", use_bias=False, name="c0")(x)
+    y = layers.BatchNormalization(name="bn0")(y)
+    y = layers.ReLU(name="r0")(y)
+    z = layers.Conv2D(16, 3, padding="same", name="c1")(y)
+    y = layers.ReLU(name="r1")(layers.Add(name="add")([y, z]))
+    y = layers.DepthwiseConv2D(3, padding="same", name="dw")(y)
+    y = layers.Conv2D(24, 1, name="c2", activation="relu")(y)
+    y = layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(x, layers.Dense(4, name="logits")(y), name="tiny")
+
+
+def test_blocks_fuse_batchnorm_and_activations():
+    calls, _, outputs = flatten_model(tiny_model())
+    blocks, untimed = split_blocks(calls, outputs)
+    assert [b.name for b in blocks] == ["c0+bn0+r0", "c1", "add+r1", "dw", "c2", "gap", "logits"]
+    assert [b.producer for b in blocks] == [True, True, False, False, True, False, True]
+    assert untimed == []
+    # a BatchNormalization that is not the next call (a ResNet projection shortcut) still fuses
+    names = [b.name for b in split_blocks(*[flatten_model(resnet_cifar(8))[i] for i in (0, 2)])[0]]
+    assert "s2b1_proj_conv+s2b1_proj_bn" in names and not any(n.endswith("_bn") and "+" not in n for n in names)
+
+
+def test_predictions_follow_the_fake_runtime(fake, tmp_path):
+    model = tiny_model()
+    table = LatencyTable("tflite", threads=1, round_to=8, cache=tmp_path / "lat.json", clock=fake, repeats=3,
+                         warmup=1)
+    table.measure(model)
+    # widths 8 and 16 for both residual tensors, 8/16/24 for c2's output
+    assert table.measured == 2 + 4 + 2 + 2 + 2 * 3 + 3 + 3
+    assert table.predict(model) == pytest.approx(fake_ms(model))
+    for ratio in (0.25, 0.5):
+        pruned, _ = prune_filters(model, pruning_ratio=ratio, round_to=8)
+        assert table.predict(pruned) == pytest.approx(fake_ms(pruned), rel=1e-9)
+    assert table.measured == 22  # predictions of pruned models need no new measurement
+    batch = LatencyTable("tflite", batch_size=4, round_to=8, cache=tmp_path / "lat.json", clock=fake, repeats=2)
+    assert batch.predict(model) == pytest.approx(fake_ms(model, 4))
+
+
+def test_interpolation_between_measured_widths(fake):
+    model = tiny_model()
+    table = LatencyTable("tf", round_to=4, max_widths=3, clock=fake, repeats=2, warmup=0)
+    table.measure(model)
+    pruned, _ = prune_filters(model, pruning_ratio=0.25, round_to=4)  # 12 channels: between 4, 8|..., 16
+    measured_before = table.measured
+    # MACs are bilinear in the widths, so bilinear interpolation of the fake runtime is exact
+    assert table.predict(pruned) == pytest.approx(fake_ms(pruned))
+    assert table.measured == measured_before
+
+
+def test_cache_round_trip_and_key_mismatch(fake, tmp_path):
+    path = tmp_path / "lat.json"
+    model = tiny_model()
+    first = LatencyTable("tflite", round_to=8, cache=path, clock=fake, repeats=2)
+    expected = first.predict(prune_filters(model, pruning_ratio=0.5, round_to=8)[0])
+    first.measure(model)
+    content = json.loads(path.read_text())
+    (key, table), = content["tables"].items()
+    assert json.loads(key)["cpu"] and table["key"]["runtime"] == "tflite" and table["key"]["threads"] == 1
+    assert "version" in table["key"] and table["key"]["batch_size"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["lat.json"]  # written atomically: no temporary file left
+    again = LatencyTable("tflite", round_to=8, cache=path, clock=fake, repeats=2)
+    fake.built.clear()
+    assert again.predict(prune_filters(model, pruning_ratio=0.5, round_to=8)[0]) == pytest.approx(expected)
+    again.measure(model)
+    assert again.measured == 0 and fake.built == []  # everything came from the cache
+    other = LatencyTable("tflite", threads=2, round_to=8, cache=path, clock=fake, repeats=2)
+    other.measure(model)
+    assert other.measured > 0  # another key: measured afresh, both kept in the file
+    assert len(json.loads(path.read_text())["tables"]) == 2
+
+
+def test_corrupt_cache_is_a_clear_error(tmp_path):
+    path = tmp_path / "lat.json"
+    path.write_text("{not json")
+    with pytest.raises(LatencyTableError, match="not a valid latency table.*Fix: delete the file"):
+        LatencyTable("tflite", cache=path)
+    path.write_text(json.dumps({"format": "something else", "tables": {}}))
+    with pytest.raises(LatencyTableError, match="format"):
+        LatencyTable("tflite", cache=path)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        LatencyTable("onnx")
+
+
+def test_latency_budget(fake):
+    model = tiny_model()
+    table = LatencyTable("tflite", round_to=8, clock=fake, repeats=2, warmup=0)
+    pruned, report = prune_filters(model, target_latency=0.6, latency_table=table, round_to=8)
+    assert report.budget["kind"] == "latency" and report.budget["unit"] == "ms"
+    assert report.budget["predicted"] <= 0.6 * report.budget["original"]
+    assert report.budget["predicted"] == pytest.approx(fake_ms(pruned))
+    assert report.budget["original"] == pytest.approx(fake_ms(model))
+
+
+def test_real_runtimes_smoke():
+    x = keras.Input((8, 8, 3))
+    y = layers.Conv2D(16, 3, padding="same", activation="relu", name="c0")(x)
+    model = keras.Model(x, layers.Dense(2, name="d")(layers.GlobalAveragePooling2D()(y)))
+    for runtime in ("tf", "tflite"):
+        table = LatencyTable(runtime, round_to=8, repeats=3, warmup=1)
+        table.measure(model)
+        pruned, _ = prune_filters(model, pruning_ratio=0.5, round_to=8)
+        assert table.predict(model) > 0 and table.predict(pruned) > 0
+        assert table.measured == 2 + 2 + 2  # c0 at 8/16, gap at 8/16, d at 8/16
+
+
+def test_blocks_sharing_a_configuration_at_different_widths(fake):
+    x = keras.Input((8, 8, 3))
+    y = layers.Conv2D(16, 3, padding="same", activation="relu", name="c0")(x)
+    a = layers.GlobalAveragePooling2D()(layers.Conv2D(24, 1, activation="relu", name="a")(y))
+    b = layers.GlobalAveragePooling2D()(layers.Conv2D(40, 1, activation="relu", name="b")(y))
+    model = keras.Model(x, layers.Dense(3, name="d")(layers.Concatenate(name="cat")([a, b])))
+    table = LatencyTable("tflite", round_to=8, max_widths=3, clock=fake, repeats=1, warmup=0)
+    blocks, _ = table.blocks(model)
+    by_name = {blk.name: blk for blk in blocks}
+    assert by_name["a"].signature() == by_name["b"].signature()  # measured as one table of widths
+    for ratio in (0.3, 0.5, 0.7):
+        pruned, _ = prune_filters(model, pruning_ratio=ratio, round_to=8)
+        assert table.predict(pruned) == pytest.approx(fake_ms(pruned))

@@ -1,0 +1,229 @@
+"""Budgeted planning: how many channels each group keeps so that the model's cost (MACs, parameters
+or measured latency) stays under a budget while the most importance is kept (HALP-style).
+
+Each group offers its allowed kept counts (multiples of `round_to`, at least `1 - max_pruning_ratio`
+of its channels); keeping k channels is worth the sum of its k best importance scores, normalised by
+the group's mean score. The cost of a model is not a sum over groups (a convolution's cost depends
+on its input and its output group), so the planner linearises it around the current widths, solves
+the resulting multiple-choice knapsack exactly by dynamic programming, checks the real cost of the
+answer, tightens the knapsack budget by bisection until that real cost fits, and repeats around the
+new widths.
+
+Example:
+    >>> kept, info = budgeted_counts(graph, scores, macs_cost(graph), target=0.5 * macs,
+    ...                              max_pruning_ratio=0.9, round_to=8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from tfprune.structured.planner import kept_options
+
+
+class BudgetError(ValueError):
+    """The budget cannot be reached under the pruning constraints; `smallest` is the smallest reachable
+    cost and `original` the unpruned model's (same unit), when known."""
+
+    def __init__(self, message: str, smallest: float | None = None, original: float | None = None) -> None:
+        super().__init__(message)
+        self.smallest, self.original = smallest, original
+
+
+def knapsack(values: Sequence[Sequence[float]], costs: Sequence[Sequence[int]], budget: int) -> list[int] | None:
+    """Exact multiple-choice knapsack: one option per group, integer costs >= 0, total cost <= budget,
+    maximum total value. Returns the chosen option index per group, or None if nothing fits.
+
+    Example:
+        >>> knapsack([[0, 3], [0, 5]], [[0, 2], [0, 3]], budget=4)   # [0, 1]: value 5 at cost 3
+    """
+    budget = int(budget)
+    if budget < 0:
+        return None
+    best = np.full(budget + 1, -np.inf)
+    best[0] = 0.0
+    choice = np.zeros((len(values), budget + 1), dtype=np.int64)
+    for g, (vals, cs) in enumerate(zip(values, costs)):
+        new = np.full(budget + 1, -np.inf)
+        for j, (v, c) in enumerate(zip(vals, cs)):
+            c = int(c)
+            if c < 0:
+                raise ValueError(f"knapsack costs must be >= 0, received {c} (group {g}, option {j}).")
+            if c > budget:
+                continue
+            shifted = np.full(budget + 1, -np.inf)
+            shifted[c:] = best[: budget + 1 - c] + v
+            better = shifted > new
+            new[better] = shifted[better]
+            choice[g, better] = j
+        best = new
+    if not np.isfinite(best).any():
+        return None
+    b = int(np.argmax(best))  # the best value over every spent amount <= budget
+    picks = [0] * len(values)
+    for g in range(len(values) - 1, -1, -1):
+        j = int(choice[g, b])
+        picks[g] = j
+        b -= int(costs[g][j])
+    return picks
+
+
+def knapsack_real(values: Sequence[np.ndarray], costs: Sequence[np.ndarray], budget: float,
+                  resolution: int = 2000) -> list[int] | None:
+    """`knapsack` with real costs (any sign): shifted to >= 0 and rounded up to `resolution` steps of
+    the budget, so the answer always fits the real budget.
+
+    Example:
+        >>> knapsack_real([np.array([0., 1.])], [np.array([0., -2.5])], budget=-1.0)   # [1]
+    """
+    lows = [float(np.min(c)) for c in costs]
+    room = budget - sum(lows)
+    if room < -1e-9 * max(1.0, abs(budget)):
+        return None
+    room = max(room, 0.0)
+    spread = max([float(np.max(c)) - low for c, low in zip(costs, lows)] + [0.0])
+    scale = resolution / room if room > 0 else (resolution / spread if spread > 0 else 1.0)
+    int_costs = [np.ceil((np.asarray(c) - low) * scale - 1e-9).astype(np.int64).clip(min=0)
+                 for c, low in zip(costs, lows)]
+    return knapsack(values, int_costs, int(math.floor(room * scale + 1e-9)))
+
+
+def option_values(scores: np.ndarray, options: np.ndarray) -> np.ndarray:
+    """Value of keeping each option's number of channels: the sum of the best scores, normalised by
+    the mean score; frozen units (score inf) are always kept and worth nothing.
+
+    Example:
+        >>> option_values(np.array([1., 3., np.inf]), np.array([1, 2, 3]))   # [0, 1.5, 2]
+    """
+    finite = np.sort(scores[np.isfinite(scores)])[::-1]
+    mean = finite.mean() if len(finite) and finite.mean() > 0 else 1.0
+    frozen = len(scores) - len(finite)
+    cumulative = np.concatenate([[0.0], np.cumsum(finite / mean)])
+    return np.array([cumulative[min(max(int(k) - frozen, 0), len(finite))] for k in options])
+
+
+@dataclasses.dataclass
+class BudgetInfo:
+    """What the budgeted planner found: the target, the smallest reachable and the planned cost."""
+
+    kind: str
+    target: float
+    full: float
+    planned: float
+    smallest: float
+    iterations: int = 0
+
+
+def budgeted_counts(graph: Any, scores: dict[int, np.ndarray], cost: Any, target: float,
+                    max_pruning_ratio: float = 0.9, round_to: int | None = None, iterations: int = 4,
+                    resolution: int = 2000) -> tuple[dict[int, int], BudgetInfo]:
+    """Kept channel count per scored group so that `cost.cost(kept) <= target` with the most value.
+
+    Raises `BudgetError` (saying the smallest reachable cost) if even the smallest widths cost more.
+
+    Example:
+        >>> kept, info = budgeted_counts(graph, scores, macs_cost(graph), 0.5 * macs_cost(graph).full)
+    """
+    ids = sorted(scores)
+    options = {g: kept_options(graph.groups[g], max_pruning_ratio, round_to) for g in ids}
+    values = {g: option_values(scores[g], options[g]) for g in ids}
+    smallest_kept = {g: int(options[g][0]) for g in ids}
+    smallest = cost.cost(smallest_kept)
+    info = BudgetInfo(cost.kind, float(target), cost.full, cost.full, smallest)
+    if smallest > target:
+        raise BudgetError(
+            f"the {cost.kind} budget {target:,.6g} ({target / cost.full:.3f} of {cost.full:,.6g}) is not reachable: "
+            f"the smallest reachable {cost.kind} is {smallest:,.6g} ({smallest / cost.full:.3f} of the original) with "
+            f"max_pruning_ratio={max_pruning_ratio}, round_to={round_to} and the frozen/ignored layers. "
+            f"Fix: ask for at least {smallest / cost.full:.3f}, or raise max_pruning_ratio.",
+            smallest=smallest, original=cost.full)
+    full_kept = {g: int(options[g][-1]) for g in ids}
+    if cost.cost(full_kept) <= target:
+        info.planned = cost.cost(full_kept)
+        return full_kept, info
+
+    def total_value(kept):
+        return sum(float(values[g][np.searchsorted(options[g], kept[g])]) for g in ids)
+
+    best, best_value, current = smallest_kept, total_value(smallest_kept), full_kept
+    for it in range(iterations):
+        deltas = [cost.deltas(current, g, options[g]) for g in ids]
+        base = cost.cost(current)
+
+        def solve(room: float):
+            picks = knapsack_real([values[g] for g in ids], deltas, room, resolution)
+            return None if picks is None else {g: int(options[g][j]) for g, j in zip(ids, picks)}
+
+        def fits(kept):
+            return kept is not None and cost.cost(kept) <= target
+
+        low, high = sum(float(d.min()) for d in deltas), target - base
+        found = solve(high) if high >= low else None
+        if not fits(found):
+            found = solve(low)
+            found = found if fits(found) else None
+            lo, hi = low, max(high, low)
+            for _ in range(20):
+                if hi - lo <= 1e-6 * max(1.0, abs(cost.full)):
+                    break
+                mid = (lo + hi) / 2
+                candidate = solve(mid)
+                if fits(candidate):
+                    found, lo = candidate, mid
+                else:
+                    hi = mid
+        info.iterations = it + 1
+        if found is None:
+            break
+        value = total_value(found)
+        if value > best_value + 1e-12:
+            best, best_value = found, value
+        if found == current:
+            break
+        current = found
+    info.planned = cost.cost(best)
+    return best, info
+
+
+def budgeted_plan(model: Any, graph: Any, criterion: Any, kind: str, fraction: float, latency_table: Any,
+                  max_pruning_ratio: float, round_to: int | None, rebuild: Any, attempts: int = 6):
+    """Plan, rebuild and check a budget on the real pruned model: (pruned, removed, decisions, budget dict).
+
+    The cost model is exact for MACs of plain groups; where it is not (parameters of unusual layers,
+    groups split over layers, interpolated latencies), the budget is tightened by the overshoot and
+    planned again, so the returned model always meets it.
+    """
+    from tfprune.structured.cost import cost_model, exact_cost
+    from tfprune.structured.planner import apply_counts, score_groups
+
+    cost = cost_model(kind, graph, latency_table)
+    original = exact_cost(kind, model, latency_table)
+    target = fraction * original
+    goal = target
+    for _ in range(attempts):
+        scores, decisions = score_groups(graph, criterion)
+        kept, info = budgeted_counts(graph, scores, cost, goal, max_pruning_ratio, round_to)
+        counts = {g: len(graph.groups[g].units) - k for g, k in kept.items()}
+        removed, decisions = apply_counts(graph, scores, counts, decisions, max_pruning_ratio, round_to)
+        for d in decisions:
+            d.requested_ratio = counts.get(d.group.index, 0) / d.total if d.total else 0.0
+        pruned = rebuild(model, graph, removed)
+        actual = exact_cost(kind, pruned, latency_table)
+        if actual <= target * (1 + 1e-9):
+            break
+        goal -= (actual - target) + 1e-6 * original
+        if goal < info.smallest:
+            goal = info.smallest
+    else:
+        raise BudgetError(
+            f"could not meet the {kind} budget {fraction} of the original: the pruned model costs {actual:,.6g} "
+            f"({actual / original:.3f}), the cost model's smallest reachable is {info.smallest / cost.full:.3f}. "
+            "Fix: raise the target."
+        )
+    budget = {"kind": kind, "target": fraction, "budgeted": target, "predicted": actual, "original": original,
+              "smallest": info.smallest, "unit": cost.unit}
+    return pruned, removed, decisions, budget

@@ -1,0 +1,516 @@
+"""Measured latency tables: what each layer (or fused conv+BN+activation block) of a model costs at
+each channel width in a target runtime, and a model's latency predicted from them.
+
+A model is split into *blocks*: a producer (Conv, Dense, DepthwiseConv, Add, ...) with the
+BatchNormalization and element-wise activations that only it feeds (TFLite and TensorFlow fuse
+them), or any other layer on its own; each layer's role comes from its handler in the layer registry
+(`LayerHandler.latency_role`). Each block is timed as a tiny model built from the layers'
+configs at an input width and an output width (multiples of `round_to`, every width a pruned model
+can have), minus the time of an empty model, in the runtime (`'tflite'`: the TFLite interpreter
+with XNNPACK; `'tf'`: a traced tf.function). Blocks with the same configuration and spatial shape
+share their measurements (a ResNet's repeated blocks are timed once). A model's prediction is the sum
+of its blocks at their widths (bilinear interpolation between measured widths) plus a fixed part,
+measured once per architecture: the full model's latency minus its blocks (per-call overhead, and
+layers that are not timed alone: reshapes, dropout, keras.ops operations).
+
+Measurements are cached in a JSON file keyed by the CPU model, the runtime and its version, the
+thread count and the batch size; a table for another key is measured afresh in the same file.
+
+Example:
+    >>> table = LatencyTable(runtime="tflite", threads=1, batch_size=1, cache="latency.json")
+    >>> table.measure(model)                  # times every block at every candidate width (cached)
+    >>> table.predict(pruned)                 # ms, without converting `pruned`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+
+from tfprune.keras_graph import copy_layer, flatten_model, layer_config
+from tfprune.layers import get_handler
+from tfprune.structured import timing
+from tfprune.structured.cost import CostModel, Term
+
+FORMAT = "tfprune.latency_table/2"
+DEFAULT_CLOCK = time.perf_counter
+RUNTIMES = ("tflite", "tf")
+WIDTH_KEYS = ("filters", "units")
+class LatencyTableError(ValueError):
+    """A latency cache file that cannot be used, or a model the table cannot time."""
+
+
+def cpu_model() -> str:
+    """The CPU model name (/proc/cpuinfo 'model name', else platform.processor()).
+
+    Example:
+        >>> cpu_model()    # 'Intel(R) Xeon(R) ...'
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def runtime_version(runtime: str) -> str:
+    """The version string of a runtime: TensorFlow's, or the TFLite interpreter's package and version."""
+    import tensorflow as tf
+
+    if runtime == "tflite":
+        from tfprune.interpreter import runtime_name
+
+        name = runtime_name()
+        if name == "ai_edge_litert":
+            import ai_edge_litert
+
+            return f"ai_edge_litert {getattr(ai_edge_litert, '__version__', '?')}"
+        return f"tf.lite {tf.__version__}"
+    return f"tensorflow {tf.__version__}"
+
+
+def _role(layer: Any) -> str:
+    return get_handler(layer).latency_role(layer)
+
+
+class Block:
+    """Consecutive layer calls timed together, from the tensor `in_key` to the tensor `out_key`."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+        first, last = calls[0], calls[-1]
+        self.in_key, self.out_key = first.inputs[0], last.outputs[0]
+        self.in_shapes = [tuple(s) for s in first.input_shapes]
+        self.out_shape = tuple(last.output_shapes[0])
+        self.layers = [c.layer for c in calls]
+        config = layer_config(first.layer)
+        self.width_key = next((k for k in WIDTH_KEYS if k in config), None)
+        self.producer = self.width_key is not None and not (
+            type(first.layer).__name__.startswith("Conv") and config.get("groups", 1) > 1)
+        self.name = "+".join(layer.name for layer in self.layers)
+
+    @property
+    def wi0(self) -> int:
+        return int(self.in_shapes[0][-1])
+
+    @property
+    def wo0(self) -> int:
+        return int(self.out_shape[-1])
+
+    def signature(self) -> str:
+        """What the block's latency depends on besides its widths (configs, spatial shapes)."""
+        configs = []
+        for layer in self.layers:
+            config = {k: v for k, v in layer_config(layer).items() if k not in ("name", "trainable") + WIDTH_KEYS}
+            configs.append([type(layer).__name__, config])
+        spatial = [list(s[1:-1]) for s in self.in_shapes] + [list(self.out_shape[1:-1])]
+        ties = None if self.producer else [round(s[-1] / self.wo0, 6) for s in self.in_shapes]
+        text = json.dumps([configs, spatial, ties, self.producer], sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def in_widths(self, wi: int, wo: int) -> list[int]:
+        if self.producer:
+            return [int(wi)] + [int(s[-1]) for s in self.in_shapes[1:]]
+        return [max(1, int(round(s[-1] * wo / self.wo0))) for s in self.in_shapes]
+
+    def tiny_model(self, wi: int, wo: int) -> keras.Model:
+        """The block alone at input width `wi` and output width `wo` (random weights)."""
+        widths = self.in_widths(wi, wo)
+        shapes = [s[1:-1] + (w,) for s, w in zip(self.in_shapes, widths)]
+        if len(set(shapes)) > 1:
+            raise LatencyTableError(f"{self.name}: inputs of different shapes are not timed alone")
+        x = keras.Input(shapes[0])
+        y = x if len(shapes) == 1 else [x] * len(shapes)
+        for i, layer in enumerate(self.layers):
+            config = layer_config(layer)
+            if i == 0 and self.width_key and self.producer:
+                config[self.width_key] = int(wo)
+            elif i == 0 and self.width_key and config.get("groups", 1) > 1:  # grouped conv: scale with width
+                config[self.width_key] = int(wo)
+                if config["groups"] == self.wi0:
+                    config["groups"] = widths[0]
+            y = copy_layer(layer, config)(y)
+        return keras.Model(x, y)
+
+
+def split_blocks(calls: list, output_keys: list) -> tuple[list[Block], list[str]]:
+    """The blocks of a flattened model, and the names of layers left to the fixed overhead."""
+    consumers: dict[Any, list[int]] = {}
+    for i, call in enumerate(calls):
+        for key in call.inputs:
+            consumers.setdefault(key, []).append(i)
+    outputs = set(output_keys)
+    blocks, untimed, fused = [], [], set()
+    for i, call in enumerate(calls):
+        if i in fused:
+            continue
+        layer = call.layer
+        kind = type(layer).__name__
+        if (not isinstance(layer, keras.layers.Layer) or _role(layer) == "untimed" or not call.inputs
+                or not call.outputs or len(call.outputs) != 1 or not call.output_shapes[0]
+                or any(d is None for d in call.output_shapes[0][1:])):
+            untimed.append(getattr(layer, "name", kind))
+            continue
+        group = [call]
+        while _role(layer) == "anchor":  # absorb the BatchNormalization / activation that alone reads the block's output
+            current = group[-1].outputs[0]
+            readers = consumers.get(current, [])
+            if len(readers) != 1 or current in outputs:
+                break
+            nxt = calls[readers[0]]
+            if nxt.inputs != [current] or len(nxt.outputs) != 1 or readers[0] in fused:
+                break
+            if _role(nxt.layer) != "fused":
+                break
+            group.append(nxt)
+            fused.add(readers[0])
+        blocks.append(Block(group))
+    return blocks, untimed
+
+
+def structure_key(model: keras.Model) -> str:
+    """An architecture's identity independent of channel counts: layer types and names, spatial input shapes."""
+    calls, _, _ = flatten_model(model)
+    text = json.dumps([[type(c.layer).__name__, getattr(c.layer, "name", "")] for c in calls]
+                      + [list(t.shape[1:-1]) for t in model.inputs])
+    return f"{model.name}:{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+
+def _candidate_widths(width: int, round_to: int | None, max_widths: int | None) -> list[int]:
+    step = round_to or 1
+    widths = sorted(set(range(step, width, step)) | {width})
+    if max_widths and len(widths) > max_widths:
+        picks = np.unique(np.round(np.linspace(0, len(widths) - 1, max_widths)).astype(int))
+        widths = [widths[i] for i in picks]
+    return widths
+
+
+def _extrapolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Linear extrapolation from the two nearest points (a single point: its value)."""
+    if len(xs) == 1:
+        return float(ys[0])
+    if x < xs[0]:
+        (x0, y0), (x1, y1) = (xs[0], ys[0]), (xs[1], ys[1])
+    else:
+        (x0, y0), (x1, y1) = (xs[-2], ys[-2]), (xs[-1], ys[-1])
+    return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+class LatencyTable:
+    """Per-block latency (ms) of models at candidate channel widths in one runtime, cached in JSON.
+
+    Args:
+        runtime: 'tflite' (TFLite interpreter, XNNPACK) or 'tf' (traced tf.function).
+        threads: TFLite interpreter threads; for 'tf', TensorFlow's process-wide intra-op threads
+            (set if TensorFlow has not started yet; the key records the real value).
+        batch_size: the batch every measurement uses.
+        round_to: candidate widths are multiples of this (plus the full width).
+        cache: JSON file to read and update (atomically); None keeps measurements in memory.
+        clock: returns seconds; default `DEFAULT_CLOCK` (`time.perf_counter`; tests pass a fake one).
+        repeats, warmup, stat: timed calls per measurement and their statistic ('median' or 'min').
+        max_widths: at most this many candidate widths per axis (evenly spaced, interpolated in between).
+        fold_bn: fold BatchNormalization before timing (as deployment does), in blocks and models alike.
+        verbose: show a progress bar while measuring.
+
+    Example:
+        >>> table = LatencyTable("tflite", threads=1, cache="latency.json")
+        >>> pruned, report = prune_filters(model, target_latency=0.5, latency_table=table, round_to=8)
+        >>> report.budget                          # predicted and budgeted latency in ms
+    """
+
+    def __init__(self, runtime: str = "tflite", threads: int = 1, batch_size: int = 1, round_to: int | None = 8,
+                 cache: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
+                 repeats: int = 20, warmup: int = 3, stat: str = "median", max_widths: int | None = None,
+                 fold_bn: bool = True, verbose: int = 0) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, received {runtime!r}. Fix: runtime='tflite'.")
+        for name, value in (("threads", threads), ("batch_size", batch_size), ("repeats", repeats)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, received {value!r}.")
+        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+            raise ValueError(f"round_to must be a positive int or None, received {round_to!r}. Fix: e.g. 8.")
+        if stat not in timing.STATISTICS:
+            raise ValueError(f"stat must be one of {sorted(timing.STATISTICS)}, received {stat!r}.")
+        self.runtime, self.batch_size, self.round_to = runtime, batch_size, round_to
+        self.threads = self._tf_threads(threads) if runtime == "tf" else threads
+        self.cache = os.fspath(cache) if cache is not None else None
+        self.clock, self.repeats, self.warmup, self.stat = clock or DEFAULT_CLOCK, repeats, warmup, stat
+        self.max_widths, self.fold_bn, self.verbose = max_widths, fold_bn, verbose
+        self.key = {"cpu": cpu_model(), "runtime": runtime, "version": runtime_version(runtime),
+                    "threads": self.threads, "batch_size": batch_size, "fold_bn": fold_bn}
+        self.points: dict[str, dict[str, float]] = {}
+        self.models: dict[str, dict[str, Any]] = {}
+        self.empty_ms: float | None = None
+        self.measured = 0  # tiny models timed by this object (not read from the cache)
+        self._grids: dict[str, tuple] = {}
+        self._load()
+
+    # ----- cache -----
+    @staticmethod
+    def _tf_threads(threads: int) -> int:
+        import tensorflow as tf
+
+        current = tf.config.threading.get_intra_op_parallelism_threads()
+        if current != threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                current = threads
+            except RuntimeError:  # TensorFlow already started: its thread count is fixed
+                pass
+        return current or os.cpu_count() or 1
+
+    @property
+    def key_string(self) -> str:
+        return json.dumps(self.key, sort_keys=True)
+
+    def _read(self) -> dict:
+        if not self.cache or not os.path.exists(self.cache):
+            return {"format": FORMAT, "tables": {}}
+        try:
+            with open(self.cache) as f:
+                content = json.load(f)
+            if content.get("format") != FORMAT or not isinstance(content.get("tables"), dict):
+                raise ValueError(f"format {content.get('format')!r}, expected {FORMAT!r}")
+            for table in content["tables"].values():
+                if not isinstance(table.get("points"), dict) or not isinstance(table.get("models"), dict):
+                    raise ValueError("a table without 'points' and 'models'")
+            return content
+        except (ValueError, AttributeError, TypeError) as err:
+            raise LatencyTableError(
+                f"latency cache {self.cache!r} is not a valid latency table ({err}). "
+                "Fix: delete the file (it is re-measured) or pass another cache path."
+            ) from None
+
+    def _load(self) -> None:
+        table = self._read()["tables"].get(self.key_string)
+        if table:
+            self.points = {sig: dict(points) for sig, points in table["points"].items()}
+            self.models = dict(table["models"])
+            self.empty_ms = table.get("empty_ms")
+
+    def save(self) -> None:
+        """Write the measurements to the cache file (atomically; other keys in the file are kept)."""
+        if not self.cache:
+            return
+        content = self._read()
+        content["tables"][self.key_string] = {"key": self.key, "points": self.points, "models": self.models,
+                                              "empty_ms": self.empty_ms}
+        directory = os.path.dirname(os.path.abspath(self.cache))
+        handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(handle, "w") as out:
+                json.dump(content, out, indent=1, sort_keys=True)
+            os.replace(tmp, self.cache)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    # ----- timing -----
+    def _deploy(self, model: keras.Model) -> keras.Model:
+        if self.fold_bn and any(type(layer).__name__ == "BatchNormalization" for layer in model.layers):
+            from tfprune.structured.fold import fold_batchnorm
+
+            return fold_batchnorm(model)
+        return model
+
+    def time_model(self, model: keras.Model, io: bool = True) -> float:
+        """Latency (ms, `stat` of `repeats` calls) of a single-input model in this table's runtime; with
+        `io=False` without copying the input in and the output out (how blocks are timed: inside a
+        model, a layer's input is already in place)."""
+        if len(model.inputs) != 1:
+            raise LatencyTableError(f"model {model.name!r} has {len(model.inputs)} inputs; latency tables time "
+                                    "single-input models. Fix: time it with tfprune.structured.timing.")
+        x = timing.example_batch(model, self.batch_size)
+        run = timing.make_runner(self.runtime, self._deploy(model), x, self.threads, io=io)
+        return timing.paired_median_ms([run], self.repeats, self.warmup, self.stat, self.clock)[0]
+
+    def _empty(self) -> float:
+        if self.empty_ms is None:
+            x = keras.Input((8,))
+            self.empty_ms = self.time_model(keras.Model(x, keras.layers.ReLU()(x), name="empty"), io=False)
+        return self.empty_ms
+
+    @staticmethod
+    def _point(block: Block, wi: float, wo: float) -> str:
+        return f"{int(wi)},{int(wo)}" if block.producer else f"-,{int(wo)}"
+
+    def _measure_point(self, block: Block, wi: int, wo: int) -> float:
+        ms = max(self.time_model(block.tiny_model(wi, wo), io=False) - self._empty(), 0.0)
+        self.measured += 1
+        return ms
+
+    # ----- blocks of a model -----
+    def blocks(self, model: keras.Model) -> tuple[list[Block], list[str]]:
+        """The timed blocks of `model` and the layers left to its fixed overhead."""
+        calls, _, outputs = flatten_model(model)
+        return split_blocks(calls, outputs)
+
+    def _grid(self, block: Block, prunable: Callable[[Any], bool]) -> list[tuple[int, int]]:
+        outs = _candidate_widths(block.wo0, self.round_to, self.max_widths) if prunable(block.out_key) else [block.wo0]
+        if not block.producer:
+            return [(0, w) for w in outs]
+        ins = _candidate_widths(block.wi0, self.round_to, self.max_widths) if prunable(block.in_key) else [block.wi0]
+        return [(a, b) for a in ins for b in outs]
+
+    def measure(self, model: keras.Model, graph: Any = None) -> "LatencyTable":
+        """Time every block of `model` at every candidate width its dependency graph allows, and the
+        model's fixed overhead; measurements already in the table are reused. Returns self.
+
+        Example:
+            >>> LatencyTable("tf", cache="tf.json").measure(model)
+        """
+        from tfprune.structured.graph import DependencyGraph
+
+        graph = graph or DependencyGraph(model)
+        blocks, _ = self.blocks(graph.model)
+
+        def prunable(key):
+            labels = graph.values.get(key)
+            return labels is not None and bool((~graph.frozen_root[graph.root_of[labels]]).any())
+
+        todo = []
+        for block in blocks:
+            sig = block.signature()
+            known = self.points.get(sig, {})
+            todo += [(block, sig, wi, wo) for wi, wo in self._grid(block, prunable)
+                     if self._point(block, wi, wo) not in known]
+        self._run(todo)
+        self._overhead(model)
+        return self
+
+    def _run(self, todo: list) -> None:
+        unique: dict[tuple[str, str], tuple] = {}
+        for block, sig, wi, wo in todo:  # blocks of the same signature share their measurements
+            unique.setdefault((sig, self._point(block, wi, wo)), (block, sig, wi, wo))
+        todo = list(unique.values())
+        if not todo:
+            return
+        bar = keras.utils.Progbar(len(todo), verbose=1) if self.verbose else None
+        try:
+            for n, (block, sig, wi, wo) in enumerate(todo):
+                try:
+                    ms = self._measure_point(block, wi, wo)
+                except LatencyTableError:
+                    ms = None  # not timed alone: counted in the model's fixed overhead
+                self.points.setdefault(sig, {})[self._point(block, wi, wo)] = ms
+                if bar:
+                    bar.update(n + 1)
+        finally:
+            self.save()
+
+    def _overhead(self, model: keras.Model) -> dict:
+        key = structure_key(model)
+        if key not in self.models:
+            measured = self.time_model(model)
+            blocks, _ = self.blocks(model)
+            self._ensure_exact(blocks)
+            parts = sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
+            self.models[key] = {"measured_ms": measured, "blocks_ms": parts, "overhead_ms": measured - parts}
+            self.save()
+        return self.models[key]
+
+    def _ensure_exact(self, blocks: list[Block]) -> None:
+        todo = []
+        for block in blocks:
+            sig = block.signature()
+            if self._lookup(block, block.wi0, block.wo0, sig=sig, extrapolate=False) is None:
+                todo.append((block, sig, block.wi0, block.wo0))
+        self._run(todo)
+
+    # ----- lookup and prediction -----
+    def _lookup(self, block: Block, wi: float, wo: float, exact_only: bool = False, sig: str | None = None,
+                extrapolate: bool = True) -> float | None:
+        """ms of `block` at (wi, wo): the measurement, else interpolated (linear along the output width in
+        each measured input width, then across input widths); None if nothing is measured. A block that
+        cannot be timed alone counts 0 (its time is in the model's fixed part). With `extrapolate=False`,
+        None outside the measured widths."""
+        sig = sig or block.signature()
+        points = self.points.get(sig)
+        if not points:
+            return None
+        exact = points.get(self._point(block, wi, wo), "missing")
+        if exact != "missing":
+            return exact or 0.0
+        if exact_only:
+            return None
+        rows = self._parsed(sig, points)
+        if not rows:
+            return None
+        wi = wi if block.producer else 0
+        values = []
+        for a, (outs, ms) in rows.items():
+            inside = outs[0] <= wo <= outs[-1]
+            if (len(outs) >= 2 or outs[0] == wo) and (inside or extrapolate):
+                values.append((a, float(np.interp(wo, outs, ms)) if outs[0] <= wo <= outs[-1]
+                               else _extrapolate(outs, ms, wo)))
+        if not values:
+            return None
+        ins = [a for a, _ in values]
+        vals = [v for _, v in values]
+        if not extrapolate and not ins[0] <= wi <= ins[-1]:
+            return None
+        value = float(np.interp(wi, ins, vals)) if ins[0] <= wi <= ins[-1] else _extrapolate(ins, vals, wi)
+        return max(value, 0.0)
+
+    def _parsed(self, sig: str, points: dict) -> dict | None:
+        cached = self._grids.get(sig)
+        if cached is not None and cached[0] == len(points):
+            return cached[1]
+        by_row: dict[int, list[tuple[int, float]]] = {}
+        for text, ms in points.items():
+            if ms is None:
+                continue
+            a, b = text.split(",")
+            by_row.setdefault(0 if a == "-" else int(a), []).append((int(b), ms))
+        rows = {}
+        for a in sorted(by_row):
+            pairs = sorted(by_row[a])
+            rows[a] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        self._grids[sig] = (len(points), rows)
+        return rows
+
+    def predict(self, model: keras.Model) -> float:
+        """Predicted latency (ms) of `model`: its blocks at their widths plus its architecture's fixed
+        part. Blocks or architectures not in the table yet are measured first.
+
+        Example:
+            >>> table.predict(pruned)
+        """
+        overhead = self._overhead(model)["overhead_ms"]
+        blocks, _ = self.blocks(model)
+        self._ensure_exact(blocks)
+        return overhead + sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
+
+    def cost_model(self, graph: Any) -> CostModel:
+        """A CostModel (ms) over the graph's tensors, for the budgeted planner; measures what is missing.
+
+        Example:
+            >>> cost = table.cost_model(DependencyGraph(model))
+        """
+        self.measure(graph.model, graph)
+        terms = []
+        for block in self.blocks(graph.model)[0]:
+            sig = block.signature()
+
+            def fn(wi, wo, block=block, sig=sig):
+                return self._lookup(block, wi, wo, sig=sig) or 0.0
+
+            terms.append(Term(block.in_key, block.out_key, fn, block.name))
+        return CostModel("latency", graph, terms, self.predict(graph.model), "ms")
+
+    def __repr__(self) -> str:
+        return (f"LatencyTable(runtime={self.runtime!r}, threads={self.threads}, batch_size={self.batch_size}, "
+                f"{sum(len(p) for p in self.points.values())} measurements, cache={self.cache!r})")

@@ -1,0 +1,394 @@
+"""Benchmark latency-aware and automatic structured pruning, in one run.
+
+Latency part: ResNet-56 (32x32) and MobileNetV2 (224x224), random weights, at latency budgets 0.5 and
+0.3 of the original, in each runtime configuration (TFLite 1 thread, TensorFlow with all cores) at
+batch 1 and 32. For each cell a `LatencyTable` is measured (cached in `--latency_cache`), then:
+  * latency-aware: `prune_filters(model, target_latency=budget, latency_table=table, round_to=8)`;
+  * uniform L1 at the ratio whose MACs match the latency-aware plan's (bisection on the ratio);
+and the original and both pruned models are timed end to end (BatchNormalization folded, medians of
+alternating calls). Columns: measured latency / original against the budget, the table's prediction
+against the measurement (validation: within 10%), MACs.
+
+Accuracy part: a residual CNN (`resnet_cifar(14)` on 28x28x1) trained on the bundled MNIST (7,000
+train, 1,000 held out for the search / 2,000 eval) per seed, pruned to the same latency budget (0.5 of TFLite 1 thread, batch 1):
+  * uniform L1 at the largest ratio whose predicted latency fits the budget;
+  * latency-aware (the knapsack plan on L1 importance);
+  * searched (`search_ratios`, evolution, latency budget, candidates scored after BatchNormalization
+    re-estimation on 1,024 training images, on 1,000 held-out training images);
+each with BN re-estimation, then evaluated one-shot and after the same `--fine_tune_epochs`.
+
+Targets: latency-aware measured latency within 5% of the budget in every runtime/batch cell; the
+searched plan's one-shot accuracy clearly above uniform's (margin reported); after fine-tuning at
+least uniform's within noise; the search under 10 minutes on 2 cores.
+
+Usage:
+    python tools/bench_auto_structured.py [--latency_cache tools/results/latency_tables.json] \\
+        [--markdown tools/results/bench_auto_structured.md] [--readme README.md]
+    python tools/bench_auto_structured.py --from_log run.log --readme README.md   # re-render, no timing
+
+Prints the tables and verdicts, then one JSON line with every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(TOOLS))
+sys.path.insert(0, TOOLS)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from readme_block import replace_block, write_atomic  # noqa: E402
+from tfprune import analysis  # noqa: E402
+from tfprune.datasets import load_mnist  # noqa: E402
+from tfprune.structured import (BudgetError, LatencyTable, compile_like, prune_filters,  # noqa: E402
+                                recalibrate_batchnorm, search_ratios, timing)
+from tfprune.structured import latency as latency_lib  # noqa: E402
+from tfprune.structured.fold import fold_batchnorm  # noqa: E402
+from tfprune.structured.models import resnet_cifar  # noqa: E402
+
+MODELS = {
+    "resnet56": ("ResNet-56 32x32", lambda: resnet_cifar(56), None),
+    "mobilenet_v2": ("MobileNetV2 224x224", lambda: keras.applications.MobileNetV2(weights=None), 4),
+}  # key: (name, builder, max widths per axis in the latency table: None = every multiple of round_to)
+RUNTIMES = {"tflite1": ("tflite", 1, "TFLite 1 thr."), "tf": ("tf", 0, "TF")}
+LATENCY_TOLERANCE = 0.05  # measured latency within 5% of the budget
+PREDICTION_TOLERANCE = 0.10
+
+
+def accuracy_model(input_shape=(28, 28, 1)) -> keras.Model:
+    """The residual CNN of the accuracy part."""
+    return resnet_cifar(14, num_classes=10, input_shape=input_shape)
+
+
+def measure_models(models: list, runtime: str, threads: int, batch: int, repeats: int) -> list[float]:
+    """Median latency (ms) of each model (BatchNormalization folded), calls alternating."""
+    x = timing.example_batch(models[0], batch)
+    runners = [timing.make_runner(runtime, fold_batchnorm(m), x, threads or os.cpu_count()) for m in models]
+    return timing.paired_median_ms(runners, repeats, clock=latency_lib.DEFAULT_CLOCK)
+
+
+def ratio_matching(model: keras.Model, value: Callable[[keras.Model, object], float], target: float,
+                   steps: int = 8) -> tuple[float, keras.Model, object]:
+    """The smallest uniform ratio (round_to=8, at most 0.9) with value(pruned, report) <= target, by
+    bisection (value falls as the ratio grows)."""
+    lo, hi = 0.0, 0.9
+    best = (hi, *prune_filters(model, pruning_ratio=hi, round_to=8))
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        pruned, report = prune_filters(model, pruning_ratio=mid, round_to=8)
+        if value(pruned, report) <= target:
+            hi, best = mid, (mid, pruned, report)
+        else:
+            lo = mid
+    return best
+
+
+def latency_part(args) -> list[dict]:
+    rows = []
+    for key in args.models:
+        name, build, max_widths = MODELS[key]
+        model = build()
+        macs = analysis.count_macs(model)
+        for runtime_key in args.runtimes:
+            runtime, threads, label = RUNTIMES[runtime_key]
+            for batch in args.batches:
+                start = time.perf_counter()
+                table = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch, round_to=8,
+                                     cache=args.latency_cache, repeats=args.table_repeats, max_widths=max_widths,
+                                     verbose=1)
+                table.measure(model)
+                table_seconds = time.perf_counter() - start
+                for budget in args.budgets:
+                    try:
+                        aware, aware_report = prune_filters(model, target_latency=budget, latency_table=table,
+                                                            round_to=8)
+                    except BudgetError as err:  # below the smallest reachable latency: say so, go on
+                        rows.append({"model": name, "runtime": label, "batch": batch, "budget": budget,
+                                     "unreachable": True, "smallest_fraction": err.smallest / err.original,
+                                     "aware_met": False, "uniform_met": False,
+                                     "table_seconds": round(table_seconds, 1), "table_measurements": table.measured})
+                        print(f"  {name} {label} b{batch} budget {budget}: unreachable "
+                              f"(smallest {err.smallest / err.original:.3f})", file=sys.stderr, flush=True)
+                        continue
+                    ratio, uniform, uniform_report = ratio_matching(
+                        model, lambda p, r: r.macs_after, aware_report.macs_after)
+                    repeats = args.repeats if batch == 1 else max(5, args.repeats // 4)
+                    ms = measure_models([model, aware, uniform], runtime, threads, batch, repeats)
+                    predicted = [table.predict(m) for m in (model, aware, uniform)]
+                    row = {"model": name, "runtime": label, "batch": batch, "budget": budget,
+                           "ms_original": ms[0], "ms_aware": ms[1], "ms_uniform": ms[2],
+                           "fraction_aware": ms[1] / ms[0], "fraction_uniform": ms[2] / ms[0],
+                           "predicted_original": predicted[0], "predicted_aware": predicted[1],
+                           "predicted_uniform": predicted[2],
+                           "prediction_error_aware": predicted[1] / ms[1] - 1,
+                           "prediction_error_uniform": predicted[2] / ms[2] - 1,
+                           "macs_fraction_aware": aware_report.macs_after / macs,
+                           "macs_fraction_uniform": uniform_report.macs_after / macs, "uniform_ratio": ratio,
+                           "table_seconds": round(table_seconds, 1), "table_measurements": table.measured}
+                    row["aware_met"] = row["fraction_aware"] <= budget * (1 + LATENCY_TOLERANCE)
+                    row["uniform_met"] = row["fraction_uniform"] <= budget * (1 + LATENCY_TOLERANCE)
+                    rows.append(row)
+                    print(f"  {name} {label} b{batch} budget {budget}: aware {row['fraction_aware']:.3f}, "
+                          f"uniform {row['fraction_uniform']:.3f}", file=sys.stderr, flush=True)
+    return rows
+
+
+def evaluate(model: keras.Model, data) -> tuple[float, float]:
+    x, y = data
+    logits = model.predict(x, batch_size=500, verbose=0)
+    loss = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits))
+    return float((np.argmax(logits, axis=1) == y).mean()), loss
+
+
+def accuracy_part(args) -> tuple[list[dict], list[dict]]:
+    (x_train, y_train), (x_eval, y_eval) = load_mnist(train_size=args.train_size)
+    test = (x_eval[:args.eval_size], y_eval[:args.eval_size])
+    held = min(1000, len(x_train) // 4)  # the search scores on held-out training images, never on `test`
+    calib, held_out = x_train[:1024], (x_train[-held:], y_train[-held:])
+    x_train, y_train = x_train[:-held], y_train[:-held]
+    rows, searches = [], []
+    for seed in args.seeds:
+        keras.utils.set_random_seed(seed)
+        model = accuracy_model(x_train.shape[1:])
+        model.compile(keras.optimizers.Adam(1e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
+        table = LatencyTable("tflite", threads=1, batch_size=1, round_to=8, cache=args.latency_cache,
+                             repeats=args.table_repeats, verbose=1)
+        full = table.predict(model)
+        target = args.accuracy_budget * full
+        _, uniform, _ = ratio_matching(model, lambda p, r: table.predict(p), target)
+        aware, _ = prune_filters(model, target_latency=args.accuracy_budget, latency_table=table, round_to=8)
+        start = time.perf_counter()
+        plan, history = search_ratios(
+            model, lambda m: evaluate(m, held_out)[0], args.accuracy_budget, method="evolution",
+            population=args.population, generations=args.generations, recalibrate_bn=calib, seed=seed,
+            budget_kind="latency", latency_table=table, round_to=8, calibration_steps=4, batch_size=256)
+        search_seconds = time.perf_counter() - start
+        searched, _ = prune_filters(model, plan=plan, round_to=8)
+        searches.append({"seed": seed, "seconds": round(search_seconds, 1), "candidates": len(history),
+                         "plan": plan.kept})
+        dense_accuracy, dense_loss = evaluate(model, test)
+        candidates = {"uniform L1": uniform, "latency-aware (knapsack, L1)": aware, "searched (evolution)": searched}
+        ms = measure_models([model] + list(candidates.values()), "tflite", 1, 1, args.repeats)
+        for (name, pruned), latency in zip(candidates.items(), ms[1:]):
+            recalibrate_batchnorm(pruned, calib, steps=4, batch_size=256)
+            one_shot, one_shot_loss = evaluate(pruned, test)
+            tuned = compile_like(pruned, model)
+            tuned.fit(x_train, y_train, epochs=args.fine_tune_epochs, batch_size=64, verbose=0)
+            accuracy, loss = evaluate(tuned, test)
+            rows.append({"seed": seed, "method": name, "dense_accuracy": dense_accuracy, "dense_loss": dense_loss,
+                         "latency_fraction": latency / ms[0], "predicted_fraction": table.predict(pruned) / full,
+                         "one_shot_accuracy": one_shot, "one_shot_loss": one_shot_loss,
+                         "accuracy": accuracy, "loss": loss})
+        print(f"  MNIST seed {seed}: search {search_seconds:.0f}s", file=sys.stderr, flush=True)
+    return rows, searches
+
+
+def latency_table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
+    out = [("model", "runtime", "batch", "budget", "original ms", "latency-aware: measured (MACs)",
+            "uniform L1 same MACs: measured", "predicted / measured - 1 (aware, uniform)", "within 5%")]
+    for r in rows:
+        if r.get("unreachable"):
+            out.append((r["model"], r["runtime"], str(r["batch"]), f"{r['budget']:.2f}", "-",
+                        f"unreachable: smallest {r['smallest_fraction']:.3f}", "-", "-", "NO / no"))
+            continue
+        out.append((r["model"], r["runtime"], str(r["batch"]), f"{r['budget']:.2f}", f"{r['ms_original']:.2f}",
+                    f"{r['fraction_aware']:.3f} ({r['macs_fraction_aware']:.3f})",
+                    f"{r['fraction_uniform']:.3f}",
+                    f"{r['prediction_error_aware']:+.1%}, {r['prediction_error_uniform']:+.1%}",
+                    f"{'yes' if r['aware_met'] else 'NO'} / {'yes' if r['uniform_met'] else 'no'}"))
+    return out
+
+
+def accuracy_summary(rows: list[dict]) -> list[dict]:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = []
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+
+        def mean(key):
+            return statistics.mean(r[key] for r in mine)
+
+        def spread(key):
+            values = [r[key] for r in mine]
+            return (max(values) - min(values)) / 2
+
+        out.append({"method": method, **{k: mean(k) for k in ("latency_fraction", "predicted_fraction",
+                                                                "one_shot_accuracy", "one_shot_loss",
+                                                                "accuracy", "loss", "dense_accuracy")},
+                    "accuracy_spread": spread("accuracy"), "one_shot_spread": spread("one_shot_accuracy")})
+    return out
+
+
+def accuracy_table_rows(summary: list[dict]) -> list[tuple[str, ...]]:
+    out = [("method", "measured latency (predicted)", "one-shot accuracy", "one-shot loss",
+            "fine-tuned accuracy", "eval loss")]
+    for s in summary:
+        out.append((s["method"], f"{s['latency_fraction']:.3f} ({s['predicted_fraction']:.3f})",
+                    f"{100 * s['one_shot_accuracy']:.2f}% ± {100 * s['one_shot_spread']:.2f}",
+                    f"{s['one_shot_loss']:.3f}", f"{100 * s['accuracy']:.2f}% ± {100 * s['accuracy_spread']:.2f}",
+                    f"{s['loss']:.3f}"))
+    return out
+
+
+def verdicts(latency_rows: list[dict], summary: list[dict], searches: list[dict]) -> list[str]:
+    lines = []
+    if latency_rows:
+        measured = [r for r in latency_rows if not r.get("unreachable")]
+        missed = [r for r in measured if not r["aware_met"]]
+        lines.append(f"latency-aware within {LATENCY_TOLERANCE:.0%} of the budget: "
+                     + ("met in every measured cell" if not missed else "NOT met in " + ", ".join(
+                         f"{r['model']} {r['runtime']} b{r['batch']} {r['budget']} ({r['fraction_aware']:.3f})"
+                         for r in missed)))
+        for r in latency_rows:
+            if r.get("unreachable"):
+                lines.append(f"{r['model']} {r['runtime']} b{r['batch']}: budget {r['budget']} is below the smallest "
+                             f"reachable latency ({r['smallest_fraction']:.3f} of the original with round_to=8 and "
+                             "max_pruning_ratio=0.9: narrow layers do not get proportionally faster), not met")
+        uniform_met = sum(r["uniform_met"] for r in measured)
+        lines.append(f"uniform L1 at the same MACs meets the budget in {uniform_met} of {len(measured)} cells")
+        errors = [abs(r[f"prediction_error_{k}"]) for r in measured for k in ("aware", "uniform")]
+        if errors:
+            lines.append(f"latency table prediction within {PREDICTION_TOLERANCE:.0%} of the measurement in "
+                         f"{sum(e <= PREDICTION_TOLERANCE for e in errors)} of {len(errors)} pruned models "
+                         f"(largest error {max(errors):.1%})")
+    if summary:
+        by = {s["method"]: s for s in summary}
+        uniform, searched = by.get("uniform L1"), by.get("searched (evolution)")
+        if uniform and searched:
+            margin = 100 * (searched["one_shot_accuracy"] - uniform["one_shot_accuracy"])
+            tuned = 100 * (searched["accuracy"] - uniform["accuracy"])
+            noise = 100 * max(uniform["accuracy_spread"], searched["accuracy_spread"], 0.001)
+            lines.append(f"searched vs uniform one-shot accuracy: {margin:+.2f} points")
+            lines.append(f"searched vs uniform after fine-tuning: {tuned:+.2f} points "
+                         f"({'at least uniform within noise' if tuned >= -noise else 'BELOW uniform'}; "
+                         f"noise ±{noise:.2f})")
+        worst = max(s["seconds"] for s in searches)
+        lines.append(f"search time: {worst:.0f} s per seed (target < 600 s: {'met' if worst < 600 else 'NOT met'})")
+    return lines
+
+
+def markdown_table(table: list[tuple[str, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    return lines + ["| " + " | ".join(row) + " |" for row in table[1:]]
+
+
+def command_line(argv: Sequence[str] | None) -> str:
+    return " ".join(["python tools/bench_auto_structured.py"] + [a for a in (argv or [])
+                                                                  if not a.startswith("--readme")])
+
+
+def markdown(result: dict) -> str:
+    text = [f"`{result['command']}` ({result['settings']}).", ""]
+    if result["latency_rows"]:
+        text += ["Latency budgets (measured latency / original; the latency-aware plan's MACs in brackets):", "",
+                 *markdown_table(latency_table_rows(result["latency_rows"])), ""]
+    if result["accuracy_summary"]:
+        text += [f"MNIST residual CNN at latency budget {result['accuracy_budget']} (TFLite 1 thread, batch 1), "
+                 f"mean over seeds {result['seeds']} (± half the spread); dense accuracy "
+                 f"{100 * result['accuracy_summary'][0]['dense_accuracy']:.2f}%:", "",
+                 *markdown_table(accuracy_table_rows(result["accuracy_summary"])), ""]
+    text += [f"- {line}." for line in result["verdicts"]]
+    return "\n".join(text) + "\n"
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=lambda t: t.split(","), default=list(MODELS))
+    parser.add_argument("--runtimes", type=lambda t: t.split(","), default=list(RUNTIMES))
+    parser.add_argument("--batches", type=_ints, default=[1, 32])
+    parser.add_argument("--budgets", type=_floats, default=[0.5, 0.3])
+    parser.add_argument("--repeats", type=int, default=40, help="end-to-end timed calls at batch 1 (b32: 1/4)")
+    parser.add_argument("--table_repeats", type=int, default=20, help="timed calls per latency-table entry")
+    parser.add_argument("--latency_cache", default=os.path.join(TOOLS, "results", "latency_tables.json"))
+    parser.add_argument("--seeds", type=_ints, default=[0, 1])
+    parser.add_argument("--train_size", type=int, default=8000)
+    parser.add_argument("--eval_size", type=int, default=2000, help="evaluation images (after the training ones)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--fine_tune_epochs", type=int, default=2)
+    parser.add_argument("--population", type=int, default=12)
+    parser.add_argument("--generations", type=int, default=6)
+    parser.add_argument("--accuracy_budget", type=float, default=0.5)
+    parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency part")
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy part")
+    parser.add_argument("--markdown", metavar="PATH")
+    parser.add_argument("--readme", metavar="README")
+    parser.add_argument("--from_log", metavar="LOG", help="measure nothing: write --markdown / --readme from the "
+                        "JSON line of an earlier run's stdout")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in MODELS] + [r for r in args.runtimes if r not in RUNTIMES]
+    if unknown:
+        parser.error(f"unknown models/runtimes {unknown}; known: {list(MODELS)}, {list(RUNTIMES)}")
+    return args
+
+
+def from_log(args) -> dict:
+    """Re-render the markdown from the JSON line a previous run printed (no timing)."""
+    with open(args.from_log) as f:
+        result = json.loads([line for line in f if line.startswith("{")][-1])
+    text = markdown(result)
+    if args.markdown:
+        write_atomic(args.markdown, text)
+    if args.readme:
+        replace_block(args.readme, "bench_auto_structured", text)
+    if not args.markdown and not args.readme:
+        print(text, end="")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.from_log:
+        return from_log(args)
+    if args.latency_cache:
+        os.makedirs(os.path.dirname(os.path.abspath(args.latency_cache)), exist_ok=True)
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
+    latency_rows = latency_part(args) if args.latency else []
+    accuracy_rows, searches = accuracy_part(args) if args.accuracy else ([], [])
+    summary = accuracy_summary(accuracy_rows) if accuracy_rows else []
+    settings = (f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, {latency_lib.runtime_version('tflite')}; "
+                f"round_to 8, L1 importance, BatchNormalization folded for timing; latency tables of "
+                f"{args.table_repeats} calls per entry; {time.perf_counter() - start:.0f} s in all; "
+                f"1-minute load {load_start:.2f} -> {os.getloadavg()[0]:.2f}")
+    result = {"command": command_line(argv if argv is not None else sys.argv[1:]), "settings": settings,
+              "latency_rows": latency_rows, "accuracy_rows": accuracy_rows, "accuracy_summary": summary,
+              "searches": searches, "seeds": args.seeds, "accuracy_budget": args.accuracy_budget,
+              "verdicts": verdicts(latency_rows, summary, searches)}
+    for table in ([latency_table_rows(latency_rows)] if latency_rows else []) + \
+            ([accuracy_table_rows(summary)] if summary else []):
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print()
+    for line in result["verdicts"]:
+        print(line)
+    print(json.dumps(result, default=float))
+    if args.markdown:
+        write_atomic(args.markdown, markdown(result))
+    if args.readme:
+        replace_block(args.readme, "bench_auto_structured", markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
