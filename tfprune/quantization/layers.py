@@ -22,7 +22,7 @@ import keras
 
 from tfprune.quantization.configs import FoldSpec, _attribute_for_setting
 from tfprune.quantization.quantize_config import QuantizeConfig
-from tfprune.quantization.quantizers import MovingAverageQuantizer, Quantizer, deserialize_quantizer
+from tfprune.quantization.quantizers import SPARSITY_MASK, MovingAverageQuantizer, Quantizer, deserialize_quantizer
 
 _PACKAGE = "tfprune"
 
@@ -266,6 +266,8 @@ class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
 
         def batch_statistics():
             kernel = tf.convert_to_tensor(getattr(self.layer, self.fold.kernel))
+            if SPARSITY_MASK in self.kernel_vars:  # no gradient to a pruned weight through the statistics either
+                kernel = kernel * tf.cast(self.kernel_vars[SPARSITY_MASK], kernel.dtype)
             raw = self._linear(inputs, kernel)
             if getattr(self.layer, "bias", None) is not None:
                 raw = raw + self.layer.bias

@@ -18,10 +18,10 @@ from typing import Any
 import keras
 
 from tfprune.quantization.low_bit import GridWeightQuantizer
+from tfprune.quantization.quantizers import SPARSITY_MASK as MASK_KEY
 from tfprune.quantization.quantizers import Quantizer, deserialize_quantizer, serialize_quantizer
 
 _PACKAGE = "tfprune"
-MASK_KEY = "sparsity_mask"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

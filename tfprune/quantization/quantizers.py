@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import keras
 
 _PACKAGE = "tfprune"
+SPARSITY_MASK = "sparsity_mask"  # the variable of a sparsity-preserving weight quantizer (`prune_preserve`)
 _RECORDING = threading.local()
 
 
