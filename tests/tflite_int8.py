@@ -55,3 +55,31 @@ def assert_parity(data: bytes, keras_model, x: np.ndarray, same_class: float = 0
     close = np.mean(np.abs(tflite_out - keras_out) <= step * 1.001)
     assert agree >= same_class, agree
     assert close >= within, close
+
+
+def op_outputs(data: bytes, x: np.ndarray, op_names: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """`(int8 values, dequantized values, scale)` of the outputs of the named ops (in graph order) on `x`."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tensorflow.lite import Interpreter
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the debugging option's notice
+        interpreter = Interpreter(model_content=data, experimental_preserve_all_tensors=True)
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    scale_in, zero_in = inp["quantization"]
+    interpreter.set_tensor(inp["index"], np.clip(np.round(x / scale_in) + zero_in, -128, 127).astype(np.int8))
+    interpreter.invoke()
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in op_names:
+            index = int(op["outputs"][0])
+            values = interpreter.get_tensor(index)
+            scale, zero = details[index]["quantization"]
+            found.append((values, (values.astype(np.float32) - zero) * scale, scale))
+    return found

@@ -50,9 +50,21 @@ def _round(x: Any) -> Any:
     return tf.floor(x + 0.5)
 
 
-def grid_fake_quant(inputs: Any, low: Any, high: Any, num_bits: int) -> Any:
+def straight_through(values: Any, inputs: Any, passes: Any = None) -> Any:
+    """`values` forward; backward the gradient of `inputs` where `passes` (everywhere if None), else 0.
+    Only for training graphs: the exported (inference) graph keeps the plain fake-quant ops."""
+    import tensorflow as tf
+
+    through = inputs - tf.stop_gradient(inputs)  # exactly 0 forward
+    if passes is not None:
+        through = through * tf.cast(passes, inputs.dtype)
+    return tf.stop_gradient(values) + through
+
+
+def grid_fake_quant(inputs: Any, low: Any, high: Any, num_bits: int, training: bool = False) -> Any:
     """Asymmetric `num_bits` fake-quantization of `[low, high]` (nudged so 0 is on the grid), built from
-    8-bit fake-quant ops and a `minimum`, so TFLite runs it in int8 with the same 2^k values.
+    8-bit fake-quant ops and a `minimum`, so TFLite runs it in int8 with the same 2^k values. In
+    training the gradient passes inside the nudged range, as with TensorFlow's k-bit FakeQuant.
 
     Example:
         >>> grid_fake_quant(x, 0.0, 1.0, num_bits=2)   # values in {0, 1/3, 2/3, 1}
@@ -71,7 +83,10 @@ def grid_fake_quant(inputs: Any, low: Any, high: Any, num_bits: int) -> Any:
     wide_high = nudged_low + 255.0 * scale
     out = fake_quant(inputs, nudged_low, wide_high, 8, narrow_range=False, per_axis=False)
     out = tf.minimum(out, nudged_high)
-    return fake_quant(out, nudged_low, wide_high, 8, narrow_range=False, per_axis=False)
+    out = fake_quant(out, nudged_low, wide_high, 8, narrow_range=False, per_axis=False)
+    if training:
+        out = straight_through(out, inputs, (inputs >= nudged_low) & (inputs <= nudged_high))
+    return out
 
 
 class GridWeightQuantizer(Quantizer):
@@ -122,7 +137,8 @@ class GridWeightQuantizer(Quantizer):
             out = out * flat_mask  # a zero stays zero even where the grid has no 0 (binary, DoReFa)
         step = tf.stop_gradient(tf.maximum(unit, 1e-8)) / float(127 // self.max_index)
         bound = 127.0 * step
-        out = fake_quant(out, -bound, bound, 8, narrow_range=True, per_axis=self.per_axis)
+        stored = fake_quant(out, -bound, bound, 8, narrow_range=True, per_axis=self.per_axis)
+        out = straight_through(stored, out) if training else stored  # identity also at the range's ends
         return tf.reshape(out, shape) if flat is not values else out
 
     def with_channel_dims(self, channel_dims: int) -> "GridWeightQuantizer":
@@ -249,8 +265,8 @@ class KBitActivationQuantizer(MovingAverageQuantizer):
             raise ValueError("KBitActivationQuantizer has no narrow range. Fix: drop `narrow_range`.")
         super().__init__(num_bits=num_bits, ema_decay=ema_decay, narrow_range=False)
 
-    def quantize_in_range(self, inputs: Any, low: Any, high: Any) -> Any:
-        return grid_fake_quant(inputs, low, high, self.num_bits)
+    def quantize_in_range(self, inputs: Any, low: Any, high: Any, training: bool = False) -> Any:
+        return grid_fake_quant(inputs, low, high, self.num_bits, training)
 
     def get_config(self) -> dict:
         return {"num_bits": self.num_bits, "ema_decay": self.ema_decay}
@@ -269,7 +285,7 @@ class DoReFaActivationQuantizer(Quantizer):
         self.num_bits = _check_bits(num_bits, 2, 8, "DoReFaActivationQuantizer")
 
     def __call__(self, inputs: Any, training: bool, weights: dict, **kwargs: Any) -> Any:
-        return grid_fake_quant(inputs, 0.0, 1.0, self.num_bits)
+        return grid_fake_quant(inputs, 0.0, 1.0, self.num_bits, bool(training))
 
     def get_config(self) -> dict:
         return {"num_bits": self.num_bits}
@@ -291,7 +307,7 @@ class BinaryActivationQuantizer(MovingAverageQuantizer):
     def __init__(self, ema_decay: float = 0.999) -> None:
         super().__init__(num_bits=8, ema_decay=ema_decay, narrow_range=False)
 
-    def quantize_in_range(self, inputs: Any, low: Any, high: Any) -> Any:
+    def quantize_in_range(self, inputs: Any, low: Any, high: Any, training: bool = False) -> Any:
         import tensorflow as tf
 
         quantized = fake_quant(inputs, low, high, 8, narrow_range=False, per_axis=False)

@@ -217,9 +217,9 @@ class MovingAverageQuantizer(Quantizer):
         else:
             low, high = tf.convert_to_tensor(low_var), tf.convert_to_tensor(high_var)
         high = tf.maximum(high, low + 1e-6)
-        return self.quantize_in_range(inputs, low, high)
+        return self.quantize_in_range(inputs, low, high, training=training)
 
-    def quantize_in_range(self, inputs: Any, low: Any, high: Any) -> Any:
+    def quantize_in_range(self, inputs: Any, low: Any, high: Any, training: bool = False) -> Any:
         """Fake-quantizes `inputs` to the grid of `[low, high]` (subclasses put other grids here)."""
         return fake_quant(inputs, low, high, self.num_bits, self.narrow_range, per_axis=False)
 
