@@ -47,12 +47,14 @@ def run_int8(data: bytes, x: np.ndarray) -> tuple[np.ndarray, float]:
     return (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_out) * scale_out, scale_out
 
 
-def assert_parity(data: bytes, keras_model, x: np.ndarray, same_class: float = 0.995, within: float = 0.99) -> None:
-    """The quantization issue's parity rule: same class, and outputs within one output step."""
+def assert_parity(data: bytes, keras_model, x: np.ndarray, same_class: float = 0.995, within: float = 0.99,
+                  steps: int = 1) -> None:
+    """The quantization issue's parity rule: same class, and outputs within one output step (`steps`)."""
     tflite_out, step = run_int8(data, x)
     keras_out = keras_model.predict(x, verbose=0)
     agree = np.mean(tflite_out.argmax(-1) == keras_out.argmax(-1))
-    close = np.mean(np.abs(tflite_out - keras_out) <= step * 1.001)
+    close = np.mean(np.abs(tflite_out - keras_out) <= steps * step * 1.001)
+    print(f"parity: same class {agree:.4f}, within {steps} step(s) {close:.4f}")
     assert agree >= same_class, agree
     assert close >= within, close
 

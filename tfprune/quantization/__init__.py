@@ -38,6 +38,7 @@ from tfprune.quantization.layers import (
     QuantizeSeparableConv,
     QuantizeWrapper,
 )
+from tfprune.quantization.normalization import QuantizeNormalization
 from tfprune.quantization.post_training import CalibrationDataError, quantize_post_training
 from tfprune.quantization.prune_preserve import PrunePreserveQuantizer, init_sparsity_masks
 from tfprune.quantization.quantize_config import QuantizeConfig
@@ -82,6 +83,7 @@ __all__ = [
     "QuantizeConfig",
     "QuantizeFoldedBatchNorm",
     "QuantizeLayer",
+    "QuantizeNormalization",
     "QuantizeSeparableConv",
     "QuantizeWrapper",
     "Quantizer",

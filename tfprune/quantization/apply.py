@@ -34,6 +34,7 @@ from tfprune.quantization.layers import (
     QuantizeSeparableConv,
     QuantizeWrapper,
 )
+from tfprune.quantization.normalization import QuantizeNormalization
 from tfprune.quantization.quantize_config import QuantizeConfig
 from tfprune.quantization.schemes import (
     Default8BitPrunePreserveQuantizeScheme,
@@ -85,7 +86,8 @@ def _plan(model: keras.Model, everything: bool, scheme: Default8BitScheme) -> tu
             plans[id(op)].nodes += 1
             continue
         layer, config, annotated = _unwrap(op)
-        if isinstance(op, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv)):
+        if isinstance(op, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv,
+                           QuantizeNormalization)):
             raise ValueError(f"Layer '{op.name}' is already quantize-aware. Fix: quantize the float model.")
         quantized = everything or annotated
         plan = _Plan(layer=layer, quantized=quantized, config=config, nodes=1)
@@ -156,6 +158,8 @@ def _new_layer(plan: _Plan, scheme: Default8BitScheme, everything: bool, at_outp
     if plan.batchnorm is not None:
         return QuantizeFoldedBatchNorm(copy, graph.copy_layer(plan.batchnorm), plan.config, fold=plan.row.fold,
                                        freeze_bn_delay=scheme.freeze_bn_delay, quantize_output=plan.quantize_output)
+    if plan.row is not None and plan.row.normalization:
+        return QuantizeNormalization(copy, quantize_output=plan.quantize_output)
     if plan.row is not None and plan.row.separable and isinstance(plan.config, configs_lib.WeightsQuantizeConfig):
         return QuantizeSeparableConv(copy, plan.config, quantize_output=plan.quantize_output)
     return QuantizeWrapper(copy, plan.config, quantize_output=plan.quantize_output)
@@ -167,7 +171,7 @@ def _copy_weights(plan: _Plan, new: Any) -> None:
     if isinstance(new, QuantizeFoldedBatchNorm):
         graph.copy_weights(plan.layer, new.layer)
         graph.copy_weights(plan.batchnorm, new.batchnorm)
-    elif isinstance(new, (QuantizeWrapper, QuantizeSeparableConv)):
+    elif isinstance(new, (QuantizeWrapper, QuantizeSeparableConv, QuantizeNormalization)):
         graph.copy_weights(plan.layer, new.layer)
     else:
         graph.copy_weights(plan.layer, new)
@@ -337,7 +341,8 @@ def quantize_model(to_quantize: keras.Model, freeze_bn_delay: int | None = None,
                 wrapper.apply_masks()
         to_quantize = strip_pruning(to_quantize)
     for layer in graph.all_layers(to_quantize):
-        if isinstance(layer, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv)):
+        if isinstance(layer, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv,
+                           QuantizeNormalization)):
             raise ValueError(f"Layer '{layer.name}' is already quantize-aware. Fix: quantize the float model.")
         inner, config, _ = _unwrap(layer)
         if isinstance(layer, keras.layers.InputLayer) or config is not None:
@@ -353,7 +358,8 @@ def _custom_objects() -> dict[str, Any]:
     from tfprune.quantization import quantizers
 
     objects = {cls.__name__: cls for cls in (QuantizeAnnotate, QuantizeWrapper, QuantizeFoldedBatchNorm,
-                                             QuantizeLayer, configs_lib.WeightsQuantizeConfig,
+                                             QuantizeLayer, QuantizeSeparableConv, QuantizeNormalization,
+                                             configs_lib.WeightsQuantizeConfig,
                                              configs_lib.OutputQuantizeConfig, configs_lib.NoOpQuantizeConfig,
                                              quantizers.LastValueQuantizer, quantizers.MovingAverageQuantizer,
                                              quantizers.FixedRangeQuantizer)}

@@ -25,6 +25,7 @@ from typing import Any
 from tfprune.quantization import configs as configs_lib
 from tfprune.quantization import low_bit
 from tfprune.quantization.configs import LayerQuantization, OutputQuantizeConfig, WeightsQuantizeConfig
+from tfprune.quantization.normalization import is_normalization
 from tfprune.quantization.prune_preserve import PrunePreserveQuantizer, init_sparsity_masks
 from tfprune.quantization.quantize_config import QuantizeConfig
 from tfprune.quantization.quantizers import LastValueQuantizer, MovingAverageQuantizer, Quantizer
@@ -54,7 +55,10 @@ class Default8BitScheme:
         self.freeze_bn_delay = _check_delay(freeze_bn_delay)
 
     def layer_quantization(self, layer: Any) -> LayerQuantization | None:
-        return configs_lib.layer_quantization(layer)
+        row = configs_lib.layer_quantization(layer)
+        if row is not None and row.normalization and not is_normalization(layer):
+            return None  # another axis, or rms_scaling: no int8 chain for it
+        return row
 
     def adapt_config(self, config: QuantizeConfig, layer: Any, at_output: bool) -> QuantizeConfig:
         """The config the scheme uses for `layer` (`at_output`: the layer computes a model output)."""
