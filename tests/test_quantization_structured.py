@@ -96,3 +96,18 @@ def test_normalization_over_another_axis_is_refused_with_the_fix():
     model = keras.Model(inputs, L.LayerNormalization(axis=1, name="ln_axis1")(inputs))
     with pytest.raises(tfq.UnsupportedLayerQuantizationError, match="ln_axis1.*quantize_annotate_layer"):
         tfq.quantize_model(model)
+
+
+def test_batchnorm_after_an_activation_runs_as_int8_mul_and_add(mnist):
+    x, y, x_eval = mnist
+    inputs = keras.Input((28, 28, 1))
+    h = L.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    h = L.BatchNormalization(name="bn_after_relu")(h)  # cannot fold into the conv
+    h = L.Flatten()(L.MaxPooling2D()(h))
+    model = fit(keras.Model(inputs, L.Dense(10)(h)), x, y)
+    for quantized in (fit(tfq.quantize_model(model), x, y, lr=5e-4),
+                      tfq.quantize_post_training(model, x[:256], method="mse", verbose=0)):
+        assert any(isinstance(l, tfq.QuantizeBatchNormalization) for l in quantized.layers)
+        data = tfq.to_tflite(quantized, inference_input_type=tf.int8)
+        assert tfq.float_operators(data) == []
+        assert_parity(data, quantized, x_eval)

@@ -38,7 +38,7 @@ from tfprune.quantization.layers import (
     QuantizeSeparableConv,
     QuantizeWrapper,
 )
-from tfprune.quantization.normalization import QuantizeNormalization
+from tfprune.quantization.normalization import QuantizeBatchNormalization, QuantizeNormalization
 from tfprune.quantization.post_training import CalibrationDataError, quantize_post_training
 from tfprune.quantization.prune_preserve import PrunePreserveQuantizer, init_sparsity_masks
 from tfprune.quantization.quantize_config import QuantizeConfig
@@ -81,6 +81,7 @@ __all__ = [
     "PrunePreserveQuantizer",
     "QuantizeAnnotate",
     "QuantizeConfig",
+    "QuantizeBatchNormalization",
     "QuantizeFoldedBatchNorm",
     "QuantizeLayer",
     "QuantizeNormalization",

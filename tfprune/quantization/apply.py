@@ -34,7 +34,7 @@ from tfprune.quantization.layers import (
     QuantizeSeparableConv,
     QuantizeWrapper,
 )
-from tfprune.quantization.normalization import QuantizeNormalization
+from tfprune.quantization.normalization import QuantizeBatchNormalization, QuantizeNormalization
 from tfprune.quantization.quantize_config import QuantizeConfig
 from tfprune.quantization.schemes import (
     Default8BitPrunePreserveQuantizeScheme,
@@ -87,7 +87,7 @@ def _plan(model: keras.Model, everything: bool, scheme: Default8BitScheme) -> tu
             continue
         layer, config, annotated = _unwrap(op)
         if isinstance(op, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv,
-                           QuantizeNormalization)):
+                           QuantizeNormalization, QuantizeBatchNormalization)):
             raise ValueError(f"Layer '{op.name}' is already quantize-aware. Fix: quantize the float model.")
         quantized = everything or annotated
         plan = _Plan(layer=layer, quantized=quantized, config=config, nodes=1)
@@ -160,6 +160,9 @@ def _new_layer(plan: _Plan, scheme: Default8BitScheme, everything: bool, at_outp
                                        freeze_bn_delay=scheme.freeze_bn_delay, quantize_output=plan.quantize_output)
     if plan.row is not None and plan.row.normalization:
         return QuantizeNormalization(copy, quantize_output=plan.quantize_output)
+    if isinstance(layer, keras.layers.BatchNormalization) and _foldable_bn(layer) and plan.config is not None \
+            and type(plan.config) is configs_lib.OutputQuantizeConfig:
+        return QuantizeBatchNormalization(copy, quantize_output=plan.quantize_output)
     if plan.row is not None and plan.row.separable and isinstance(plan.config, configs_lib.WeightsQuantizeConfig):
         return QuantizeSeparableConv(copy, plan.config, quantize_output=plan.quantize_output)
     return QuantizeWrapper(copy, plan.config, quantize_output=plan.quantize_output)
@@ -171,7 +174,8 @@ def _copy_weights(plan: _Plan, new: Any) -> None:
     if isinstance(new, QuantizeFoldedBatchNorm):
         graph.copy_weights(plan.layer, new.layer)
         graph.copy_weights(plan.batchnorm, new.batchnorm)
-    elif isinstance(new, (QuantizeWrapper, QuantizeSeparableConv, QuantizeNormalization)):
+    elif isinstance(new, (QuantizeWrapper, QuantizeSeparableConv, QuantizeNormalization,
+                          QuantizeBatchNormalization)):
         graph.copy_weights(plan.layer, new.layer)
     else:
         graph.copy_weights(plan.layer, new)
@@ -342,7 +346,7 @@ def quantize_model(to_quantize: keras.Model, freeze_bn_delay: int | None = None,
         to_quantize = strip_pruning(to_quantize)
     for layer in graph.all_layers(to_quantize):
         if isinstance(layer, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv,
-                           QuantizeNormalization)):
+                           QuantizeNormalization, QuantizeBatchNormalization)):
             raise ValueError(f"Layer '{layer.name}' is already quantize-aware. Fix: quantize the float model.")
         inner, config, _ = _unwrap(layer)
         if isinstance(layer, keras.layers.InputLayer) or config is not None:
@@ -359,6 +363,7 @@ def _custom_objects() -> dict[str, Any]:
 
     objects = {cls.__name__: cls for cls in (QuantizeAnnotate, QuantizeWrapper, QuantizeFoldedBatchNorm,
                                              QuantizeLayer, QuantizeSeparableConv, QuantizeNormalization,
+                                             QuantizeBatchNormalization,
                                              configs_lib.WeightsQuantizeConfig,
                                              configs_lib.OutputQuantizeConfig, configs_lib.NoOpQuantizeConfig,
                                              quantizers.LastValueQuantizer, quantizers.MovingAverageQuantizer,

@@ -97,7 +97,7 @@ class QuantizeNormalization(keras.layers.Wrapper):
         pairs = [(self.tensor_quantizer, v) for v in self.tensor_vars.values()]
         return pairs + list(zip(self.output_quantizers, self.output_vars))
 
-    def call(self, inputs: Any, training: Any = None) -> Any:
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
         import tensorflow as tf
 
         training = bool(training)
@@ -150,4 +150,74 @@ class QuantizeNormalization(keras.layers.Wrapper):
         return cls(**config)
 
 
-__all__ = ["QuantizeNormalization", "is_normalization"]
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QuantizeBatchNormalization(keras.layers.Wrapper):
+    """A BatchNormalization that cannot fold into a producer (after an activation, after an Add...), as TFLite
+    runs it: `x * a` (MUL, a range on its output) then `+ b` (ADD), with `a = gamma / sqrt(var + eps)` and
+    `b = beta - mean * a` quantized per tensor. Training normalises with the batch statistics (updating
+    the moving ones), inference with the moving statistics.
+
+    Example:
+        >>> QuantizeBatchNormalization(keras.layers.BatchNormalization())
+    """
+
+    def __init__(self, layer: keras.layers.Layer, quantize_output: bool = True, **kwargs: Any) -> None:
+        if isinstance(layer, dict):
+            layer = keras.layers.deserialize(layer)
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.quantize_output = bool(quantize_output)
+
+    def build(self, input_shape: Any) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.tensor_quantizer = MovingAverageQuantizer()
+        self.scaled_vars = self.tensor_quantizer.build(None, f"{self.layer.name}_scaled", self)
+        self.output_quantizers = [MovingAverageQuantizer()] if self.quantize_output else []
+        self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
+                            for i, q in enumerate(self.output_quantizers)]
+        self.weight_quantizer = LastValueQuantizer(8, per_axis=False, symmetric=True, narrow_range=True)
+        self.built = True
+
+    def activation_quantizer_pairs(self) -> list[tuple[MovingAverageQuantizer, dict]]:
+        """`(quantizer, variables)` of every learned range (for calibration)."""
+        return [(self.tensor_quantizer, self.scaled_vars)] + list(zip(self.output_quantizers, self.output_vars))
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        import tensorflow as tf
+
+        training = bool(training)
+        bn = self.layer
+        x = tf.cast(inputs, "float32")
+        mean, variance = tf.convert_to_tensor(bn.moving_mean), tf.convert_to_tensor(bn.moving_variance)
+        if training and bn.trainable:
+            mean, variance = tf.nn.moments(x, list(range(len(x.shape) - 1)))
+            m = bn.momentum
+            bn.moving_mean.assign(m * bn.moving_mean + (1 - m) * mean)
+            bn.moving_variance.assign(m * bn.moving_variance + (1 - m) * variance)
+        scale = tf.math.rsqrt(variance + bn.epsilon)
+        if bn.gamma is not None:
+            scale = scale * bn.gamma
+        offset = -mean * scale
+        if bn.beta is not None:
+            offset = offset + bn.beta
+        outputs = self.tensor_quantizer(x * self.weight_quantizer(scale, training, {}), training, self.scaled_vars)
+        outputs = outputs + self.weight_quantizer(offset, training, {})
+        for quantizer, variables in zip(self.output_quantizers, self.output_vars):
+            outputs = quantizer(outputs, training, variables)
+        return outputs
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), quantize_output=self.quantize_output)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "QuantizeBatchNormalization":
+        config = dict(config)
+        config["layer"] = keras.layers.deserialize(config["layer"])
+        return cls(**config)
+
+
+__all__ = ["QuantizeBatchNormalization", "QuantizeNormalization", "is_normalization"]
