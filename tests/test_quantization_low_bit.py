@@ -56,7 +56,8 @@ WEIGHTS = [
 ]
 
 
-@pytest.mark.parametrize("quantizer, reference, levels", WEIGHTS, ids=lambda p: repr(p)[:30])
+@pytest.mark.parametrize("quantizer, reference, levels", WEIGHTS,
+                         ids=["kbit4", "kbit2", "kbit8", "ternary", "binary", "dorefa3"])
 def test_weight_quantizers_match_numpy_with_identity_gradients(quantizer, reference, levels):
     rng = np.random.default_rng(0)
     w = (rng.normal(size=(3, 3, 4, 6)) * np.array([0.05, 0.5, 1, 2, 4, 0.01])).astype("float32")
