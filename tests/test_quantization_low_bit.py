@@ -176,3 +176,17 @@ def test_low_bit_models_export_int8_kernels_with_few_values_and_match_keras(name
         assert np.mean(np.abs(values - expected) > 0.5 * scale) <= 0.01, layer.name  # rounding ties, rarely
     # ... but one step on a coarse grid is a large change, so the logits are compared loosely.
     assert_parity(data, qat, x_eval, same_class=0.9, within=0.6)
+
+
+def test_low_bit_qat_model_saves_and_loads(tmp_path):
+    x = np.random.default_rng(0).normal(size=(16, 10, 10, 1)).astype("float32")
+    qat = tfq.quantize_model(cnn(), scheme=tfq.LowBitScheme(weights="ternary", activations="uniform",
+                                                            activation_bits=4, preserve_sparsity=True))
+    qat(x, training=True)  # ranges from a batch
+    path = str(tmp_path / "low_bit.keras")
+    qat.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-6)
+    quantizers = {type(q).__name__ for layer in loaded.layers
+                  for q in [getattr(getattr(layer, "quantize_config", None), "weight_quantizer", None)] if q}
+    assert quantizers == {"PrunePreserveQuantizer"}

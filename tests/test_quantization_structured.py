@@ -111,3 +111,21 @@ def test_batchnorm_after_an_activation_runs_as_int8_mul_and_add(mnist):
         data = tfq.to_tflite(quantized, inference_input_type=tf.int8)
         assert tfq.float_operators(data) == []
         assert_parity(data, quantized, x_eval)
+
+
+def test_normalization_and_batchnorm_layers_save_and_load(tmp_path):
+    inputs = keras.Input((12,))
+    h = L.ReLU()(L.Dense(16)(inputs))
+    h = L.BatchNormalization()(h)                      # after an activation: QuantizeBatchNormalization
+    h = PrunedLayerNormalization(normalized_size=20)(h)  # 16 of 20 channels kept
+    h = L.RMSNormalization()(L.Dense(8)(h))
+    model = keras.Model(inputs, L.Dense(3)(h))
+    x = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
+    ptq = tfq.quantize_post_training(model, x, verbose=0)
+    kinds = [type(l).__name__ for l in ptq.layers]
+    assert kinds.count("QuantizeNormalization") == 2 and "QuantizeBatchNormalization" in kinds
+    path = str(tmp_path / "ptq.keras")
+    ptq.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), ptq.predict(x, verbose=0), atol=1e-6)
+    assert tfq.float_operators(tfq.to_tflite(loaded)) == []
