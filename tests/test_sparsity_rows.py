@@ -10,7 +10,7 @@ from tfprune import sparsity
 from tfprune.export.strip import weight_rows as export_rows
 from tfprune.summary import _model_rows
 
-KEYS = {"layer", "weight", "shape", "size", "zeros", "sparsity"}
+KEYS = {"layer", "weight", "shape", "size", "zeros", "sparsity", "bytes"}
 
 
 def _pruned():
@@ -33,7 +33,7 @@ def test_rows_share_one_schema_everywhere():
     kind, rows = _model_rows(plain)
     assert kind == "model" and all(set(r) == KEYS for r in rows)
     assert [(r["layer"], r["zeros"], r["size"]) for r in rows] == [("d1", 24, 48), ("d2", 8, 16)]
-    assert sparsity.totals(rows) == {"size": 64, "zeros": 32, "sparsity": 0.5}
+    assert sparsity.totals(rows) == {"size": 64, "zeros": 32, "sparsity": 0.5, "bytes": 256}
     table = tfprune.format_sparsity_table(rows)
     assert "d1/kernel" in table and "50.0%" in table
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+from tfprune.export.calibration_data import load_representative_data
 from tfprune.export.checkpoints import (
     ARCHITECTURE_FILE,
     CheckpointChoice,
@@ -49,6 +50,7 @@ __all__ = [
     "format_report",
     "get_format",
     "load_checkpoint",
+    "load_representative_data",
     "measure",
     "register_format",
     "strip_checkpoint",
@@ -118,6 +120,8 @@ def strip_checkpoint(
     baseline: str | None = None,
     overwrite: bool = False,
     verify: bool = True,
+    representative_data: str | None = None,
+    calibration: str | None = None,
 ) -> dict:
     """Strips the newest checkpoint in `checkpoint_dir` and writes it as .keras, SavedModel or TFLite.
 
@@ -133,6 +137,11 @@ def strip_checkpoint(
         baseline: an unpruned model file (or SavedModel directory) to compare zipped sizes with.
         overwrite: replace an existing output.
         verify: run the artifact on random inputs and compare with the pruned model in inference.
+        representative_data: a `.npy` file or a directory of them: the stripped float model is
+            calibrated on it (`tfprune.quantization.quantize_post_training`) and written as
+            `tflite_full_int8` (a quantize-aware checkpoint is re-calibrated).
+        calibration: the calibration method with `representative_data`: 'minmax' (default),
+            'percentile', 'entropy' or 'mse'.
 
     Returns:
         A JSON-serializable report (see `format_report`).
@@ -150,6 +159,8 @@ def strip_checkpoint(
     output_node_names = list(output_node_names or [])
     requested = (filename, output_format)
     fmt, filename = resolve_format(filename, output_format)
+    data = _calibration_inputs(representative_data, calibration, fmt)
+    calibration = calibration or "minmax"
     if baseline is not None and not os.path.exists(baseline):
         raise ExportUsageError(
             f"baseline {baseline!r} does not exist. Fix: pass the path of the unpruned model file, or drop --baseline."
@@ -161,6 +172,10 @@ def strip_checkpoint(
         output_dir = os.path.join(checkpoint_dir, "stripped")
     path = _check_output(output_dir, filename, overwrite)
 
+    if choice.kind == "h5" and data is not None:
+        raise ExportUsageError(
+            f"--representative_data needs a Keras 3 checkpoint; {choice.path!r} is a tf_keras .h5 file. Fix: drop "
+            "--representative_data (tf_keras models export as float or dynamic-range TFLite).")
     if choice.kind == "h5":
         from tfprune.export import legacy
 
@@ -178,6 +193,9 @@ def strip_checkpoint(
             raise ExportFailure(f"could not strip {choice.path!r}: {first_line(err)}") from None
         if fmt == "tflite_full_int8":  # a quantize-aware checkpoint need not be pruned
             warnings = [w for w in warnings if "no pruning wrappers" not in w]
+        if data is not None:
+            stripped = _calibrate(stripped, data, calibration, representative_data)
+            expected = stripped(x, training=False) if x is not None else None
         try:
             write_model(stripped, path, fmt)
         except Exception as err:  # noqa: BLE001
@@ -213,6 +231,37 @@ def strip_checkpoint(
             {"path": baseline}, **base, times_smaller=base["zip_bytes"] / max(sizes["zip_bytes"], 1)
         )
     return report
+
+
+def _calibration_inputs(path: str | None, method: str | None, fmt: str) -> Any:
+    """Checks the calibration arguments and loads the data, before any checkpoint is read."""
+    from tfprune.quantization.calibration import METHODS
+
+    if method is not None and method not in METHODS:
+        raise ExportUsageError(f"unknown --calibration {method!r}. Fix: use one of {', '.join(METHODS)}.")
+    if path is None:
+        if method is not None:
+            raise ExportUsageError("--calibration needs --representative_data. Fix: add --representative_data "
+                                   "calib.npy (model inputs), or drop --calibration.")
+        return None
+    if fmt != "tflite_full_int8":
+        raise ExportUsageError(
+            f"--representative_data calibrates a full-integer model, but the output format is {fmt}. Fix: add "
+            "--output_format tflite_full_int8."
+        )
+    return load_representative_data(path)
+
+
+def _calibrate(model: Any, data: Any, method: str, path: str) -> Any:
+    from tfprune.quantization import CalibrationDataError, quantize_post_training
+    from tfprune.quantization.configs import UnsupportedLayerQuantizationError
+
+    try:
+        return quantize_post_training(model, data, method=method, verbose=0)
+    except CalibrationDataError as err:
+        raise ExportUsageError(f"--representative_data {path!r} does not fit the model: {err}") from None
+    except UnsupportedLayerQuantizationError as err:
+        raise ExportFailure(f"the checkpoint cannot be quantized: {err}") from None
 
 
 def _as_list_tensors(outputs: Any) -> list:

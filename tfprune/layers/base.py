@@ -138,6 +138,9 @@ class LayerHandler:
     prunable_weights: tuple[str, ...] = ()
     keeps_weights: bool = False
     latency: str = "alone"  # see latency_role
+    # Keras' own `layer.quantize("int4")` with groups: the axis of the (unpacked) weight its `g_idx`
+    # runs along, 0 (Dense, EinsumDense: scale/zero are [groups, columns]) or -1 (Embedding).
+    keras_int4_group_axis: int = 0
 
     # magnitude pruning ---------------------------------------------------------------
     def prunable_weight_names(self, layer: Any) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ class EmbeddingHandler(LayerHandler):
     """Embedding: its table is magnitude-prunable; in the dependency graph its width is a producer."""
 
     prunable_weights = ("embeddings",)
+    keras_int4_group_axis = -1  # scale/zero are [vocabulary, groups], g_idx runs along the embedding
 
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         layer = call.layer

@@ -9,7 +9,7 @@ Example:
 """
 
 from tfprune.quantization.annotate import QuantizeAnnotate, quantize_annotate_layer, quantize_annotate_model
-from tfprune.quantization.apply import Default8BitScheme, quantize_apply, quantize_model, quantize_scope
+from tfprune.quantization.apply import quantize_apply, quantize_model, quantize_scope
 from tfprune.quantization.configs import (
     LAYER_QUANTIZATION,
     FoldSpec,
@@ -22,14 +22,32 @@ from tfprune.quantization.configs import (
     quantize_config_for,
 )
 from tfprune.quantization.calibration import METHODS as CALIBRATION_METHODS
+from tfprune.quantization.low_bit import (
+    BinaryActivationQuantizer,
+    BinaryWeightQuantizer,
+    DoReFaActivationQuantizer,
+    DoReFaWeightQuantizer,
+    GridWeightQuantizer,
+    KBitActivationQuantizer,
+    KBitWeightQuantizer,
+    TernaryWeightQuantizer,
+)
 from tfprune.quantization.layers import (
     QuantizeFoldedBatchNorm,
     QuantizeLayer,
     QuantizeSeparableConv,
     QuantizeWrapper,
 )
+from tfprune.quantization.normalization import QuantizeBatchNormalization, QuantizeNormalization
 from tfprune.quantization.post_training import CalibrationDataError, quantize_post_training
+from tfprune.quantization.prune_preserve import PrunePreserveQuantizer, init_sparsity_masks
 from tfprune.quantization.quantize_config import QuantizeConfig
+from tfprune.quantization.schemes import (
+    Default8BitPrunePreserveQuantizeScheme,
+    Default8BitScheme,
+    LowBitScheme,
+    get_scheme,
+)
 from tfprune.quantization.quantizers import (
     FixedRangeQuantizer,
     LastValueQuantizer,
@@ -39,28 +57,43 @@ from tfprune.quantization.quantizers import (
 from tfprune.quantization.tflite import FullIntegerExportError, float_operators, quantization_parameters, to_tflite
 
 __all__ = [
+    "BinaryActivationQuantizer",
+    "BinaryWeightQuantizer",
     "CALIBRATION_METHODS",
     "CalibrationDataError",
+    "Default8BitPrunePreserveQuantizeScheme",
     "Default8BitScheme",
+    "DoReFaActivationQuantizer",
+    "DoReFaWeightQuantizer",
     "FixedRangeQuantizer",
     "FoldSpec",
     "FullIntegerExportError",
+    "GridWeightQuantizer",
+    "KBitActivationQuantizer",
+    "KBitWeightQuantizer",
     "LAYER_QUANTIZATION",
     "LastValueQuantizer",
     "LayerQuantization",
+    "LowBitScheme",
     "MovingAverageQuantizer",
     "NoOpQuantizeConfig",
     "OutputQuantizeConfig",
+    "PrunePreserveQuantizer",
     "QuantizeAnnotate",
     "QuantizeConfig",
+    "QuantizeBatchNormalization",
     "QuantizeFoldedBatchNorm",
     "QuantizeLayer",
+    "QuantizeNormalization",
     "QuantizeSeparableConv",
     "QuantizeWrapper",
     "Quantizer",
+    "TernaryWeightQuantizer",
     "UnsupportedLayerQuantizationError",
     "WeightsQuantizeConfig",
     "float_operators",
+    "get_scheme",
+    "init_sparsity_masks",
     "layer_quantization",
     "quantization_parameters",
     "quantize_annotate_layer",

@@ -34,28 +34,14 @@ from tfprune.quantization.layers import (
     QuantizeSeparableConv,
     QuantizeWrapper,
 )
+from tfprune.quantization.normalization import QuantizeBatchNormalization, QuantizeNormalization
 from tfprune.quantization.quantize_config import QuantizeConfig
-
-
-class Default8BitScheme:
-    """TFLite's int8 scheme: the rows of `configs.LAYER_QUANTIZATION`.
-
-    Args:
-        freeze_bn_delay: folded BatchNormalization stops updating its statistics after this many
-            training steps (None: never).
-
-    Example:
-        >>> quantize_apply(annotated, scheme=Default8BitScheme(freeze_bn_delay=2000))
-    """
-
-    def __init__(self, freeze_bn_delay: int | None = None) -> None:
-        if freeze_bn_delay is not None and (isinstance(freeze_bn_delay, bool) or not isinstance(freeze_bn_delay, int)
-                                            or freeze_bn_delay < 0):
-            raise ValueError(f"`freeze_bn_delay` must be None or an int >= 0; received {freeze_bn_delay!r}.")
-        self.freeze_bn_delay = freeze_bn_delay
-
-    def layer_quantization(self, layer: Any) -> LayerQuantization | None:
-        return configs_lib.layer_quantization(layer)
+from tfprune.quantization.schemes import (
+    Default8BitPrunePreserveQuantizeScheme,
+    Default8BitScheme,
+    LowBitScheme,
+    get_scheme,
+)
 
 
 @dataclasses.dataclass
@@ -100,7 +86,8 @@ def _plan(model: keras.Model, everything: bool, scheme: Default8BitScheme) -> tu
             plans[id(op)].nodes += 1
             continue
         layer, config, annotated = _unwrap(op)
-        if isinstance(op, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv)):
+        if isinstance(op, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv,
+                           QuantizeNormalization, QuantizeBatchNormalization)):
             raise ValueError(f"Layer '{op.name}' is already quantize-aware. Fix: quantize the float model.")
         quantized = everything or annotated
         plan = _Plan(layer=layer, quantized=quantized, config=config, nodes=1)
@@ -158,7 +145,7 @@ def _plan(model: keras.Model, everything: bool, scheme: Default8BitScheme) -> tu
     return nodes, plans
 
 
-def _new_layer(plan: _Plan, scheme: Default8BitScheme, everything: bool) -> Any:
+def _new_layer(plan: _Plan, scheme: Default8BitScheme, everything: bool, at_output: bool) -> Any:
     layer = plan.layer
     if not isinstance(layer, keras.layers.Layer):
         return layer  # a keras op inside a functional model
@@ -167,9 +154,15 @@ def _new_layer(plan: _Plan, scheme: Default8BitScheme, everything: bool) -> Any:
     copy = graph.copy_layer(layer)
     if not plan.quantized:
         return copy
+    plan.config = scheme.adapt_config(plan.config, layer, at_output)
     if plan.batchnorm is not None:
         return QuantizeFoldedBatchNorm(copy, graph.copy_layer(plan.batchnorm), plan.config, fold=plan.row.fold,
                                        freeze_bn_delay=scheme.freeze_bn_delay, quantize_output=plan.quantize_output)
+    if plan.row is not None and plan.row.normalization:
+        return QuantizeNormalization(copy, quantize_output=plan.quantize_output)
+    if isinstance(layer, keras.layers.BatchNormalization) and _foldable_bn(layer) and plan.config is not None \
+            and type(plan.config) is configs_lib.OutputQuantizeConfig:
+        return QuantizeBatchNormalization(copy, quantize_output=plan.quantize_output)
     if plan.row is not None and plan.row.separable and isinstance(plan.config, configs_lib.WeightsQuantizeConfig):
         return QuantizeSeparableConv(copy, plan.config, quantize_output=plan.quantize_output)
     return QuantizeWrapper(copy, plan.config, quantize_output=plan.quantize_output)
@@ -181,7 +174,8 @@ def _copy_weights(plan: _Plan, new: Any) -> None:
     if isinstance(new, QuantizeFoldedBatchNorm):
         graph.copy_weights(plan.layer, new.layer)
         graph.copy_weights(plan.batchnorm, new.batchnorm)
-    elif isinstance(new, (QuantizeWrapper, QuantizeSeparableConv)):
+    elif isinstance(new, (QuantizeWrapper, QuantizeSeparableConv, QuantizeNormalization,
+                          QuantizeBatchNormalization)):
         graph.copy_weights(plan.layer, new.layer)
     else:
         graph.copy_weights(plan.layer, new)
@@ -196,6 +190,12 @@ def _quantize_graph(model: keras.Model, everything: bool, scheme: Default8BitSch
     quantized: set[int] = {id(t) for t in inputs} if inputs_quantized else set()
     input_quantizers: dict[int, Any] = {}
     built: dict[int, Any] = {}
+    output_ids = {id(t) for t in source.outputs}
+    at_output = set()
+    for node in nodes:
+        if id(node.operation) in plans and any(id(t) in output_ids for t in node.outputs):
+            at_output |= {id(node.operation), id(plans[id(node.operation)].layer)}
+    at_output |= {id(p.layer) for p in plans.values() if p.batchnorm is not None and id(p.batchnorm) in at_output}
 
     def quantize_input(tensor: Any) -> Any:
         if not isinstance(tensor, keras.KerasTensor) or id(tensor) in quantized or "float" not in str(tensor.dtype):
@@ -220,7 +220,7 @@ def _quantize_graph(model: keras.Model, everything: bool, scheme: Default8BitSch
         if plan.quantized:
             args, kwargs = keras.tree.map_structure(quantize_input, (args, kwargs))
         if id(op) not in built:
-            built[id(op)] = _new_layer(plan, scheme, everything)
+            built[id(op)] = _new_layer(plan, scheme, everything, id(op) in at_output or id(plan.layer) in at_output)
         outputs = built[id(op)](*args, **kwargs)
         if plan.quantized and not isinstance(plan.layer, keras.layers.Layer):
             outputs = keras.tree.map_structure(lambda t: QuantizeLayer()(t), outputs)
@@ -237,45 +237,90 @@ def _quantize_graph(model: keras.Model, everything: bool, scheme: Default8BitSch
     return result
 
 
-def quantize_apply(model: Any, scheme: Default8BitScheme | None = None) -> Any:
+def _check_no_pruning_wrappers(model: Any, what: str) -> None:
+    from tfprune.prune import collect_wrappers
+
+    wrappers = collect_wrappers(model)
+    if wrappers:
+        raise ValueError(
+            f"`{what}` received a model with pruning wrappers ({', '.join(w.name for w in wrappers[:3])}"
+            f"{', ...' if len(wrappers) > 3 else ''}). Fix: strip them first, `tfprune.strip_pruning(model)` (with "
+            "`quantize_model(model, preserve_sparsity=True)` a wrapped model is stripped for you, and its zeros are "
+            "kept through QAT)."
+        )
+
+
+def quantize_apply(model: Any, scheme: Any = None) -> Any:
     """Quantizes the annotated layers of a model (the others stay float), or one annotated layer.
 
     Args:
         model: a Sequential/functional model with `QuantizeAnnotate` layers (from
             `quantize_annotate_layer` / `quantize_annotate_model`), or a single `QuantizeAnnotate`
             (for layers inside subclassed models: the returned wrapper shares the layer's weights).
-        scheme: a `Default8BitScheme` (default: `Default8BitScheme()`).
+            Pruning wrappers must be stripped first (`tfprune.strip_pruning`).
+        scheme: a scheme instance, class or name: `Default8BitScheme` (default, also
+            'Default8BitQuantizeScheme'), `Default8BitPrunePreserveQuantizeScheme` (zero weights stay
+            zero) or `LowBitScheme(...)`.
 
     Returns:
         A new functional model (or a `QuantizeWrapper`) ready for quantization-aware training.
 
     Example:
         >>> quantized = quantize_apply(quantize_annotate_model(model))
+        >>> pqat = quantize_apply(quantize_annotate_model(strip_pruning(pruned)),
+        ...                       "Default8BitPrunePreserveQuantizeScheme")
     """
-    scheme = scheme or Default8BitScheme()
+    scheme = get_scheme(scheme)
     if isinstance(model, QuantizeAnnotate):
         config = model.quantize_config
         if config is None:
             row = scheme.layer_quantization(model.layer)
             if row is None:
                 raise UnsupportedLayerQuantizationError(configs_lib.unsupported_layer_message(model.layer))
-            config = row.config(model.layer)
-        return QuantizeWrapper(model.layer, config)
+            config = scheme.adapt_config(row.config(model.layer), model.layer, at_output=False)
+        return QuantizeWrapper(model.layer, config)  # masks of a sparsity-preserving scheme: init_sparsity_masks
     graph.check_graph_model(model, "quantize_apply")
+    _check_no_pruning_wrappers(model, "quantize_apply")
     if not any(isinstance(layer, QuantizeAnnotate) for layer in graph.all_layers(model)):
         raise ValueError(
             f"Model '{model.name}' has no annotated layer, so quantize_apply would quantize nothing. Fix: use "
             "quantize_model(model), or annotate layers with quantize_annotate_layer / quantize_annotate_model first."
         )
-    return _quantize_graph(model, everything=False, scheme=scheme)
+    result = _quantize_graph(model, everything=False, scheme=scheme)
+    scheme.finalize(result)
+    return result
 
 
-def quantize_model(to_quantize: keras.Model, freeze_bn_delay: int | None = None) -> keras.Model:
-    """Every layer of a Sequential/functional model made quantize-aware with the default 8-bit scheme.
+def _scheme_for(scheme: Any, freeze_bn_delay: int | None, preserve_sparsity: bool, weight_bits: int,
+                activation_bits: int) -> Default8BitScheme:
+    if scheme is not None:
+        if freeze_bn_delay is not None or preserve_sparsity or weight_bits != 8 or activation_bits != 8:
+            raise ValueError("pass either `scheme` or `freeze_bn_delay`/`preserve_sparsity`/`weight_bits`/"
+                             "`activation_bits`, not both. Fix: give the scheme these arguments, e.g. "
+                             "LowBitScheme(weight_bits=4, preserve_sparsity=True).")
+        return get_scheme(scheme)
+    if weight_bits != 8 or activation_bits != 8:
+        return LowBitScheme(weight_bits=weight_bits, activation_bits=activation_bits,
+                            preserve_sparsity=preserve_sparsity, freeze_bn_delay=freeze_bn_delay)
+    if preserve_sparsity:
+        return Default8BitPrunePreserveQuantizeScheme(freeze_bn_delay)
+    return Default8BitScheme(freeze_bn_delay)
+
+
+def quantize_model(to_quantize: keras.Model, freeze_bn_delay: int | None = None, preserve_sparsity: bool = False,
+                   weight_bits: int = 8, activation_bits: int = 8, scheme: Any = None) -> keras.Model:
+    """Every layer of a Sequential/functional model made quantize-aware (default: TFLite's 8-bit scheme).
 
     Args:
         to_quantize: a built Sequential or functional model (nested models included).
         freeze_bn_delay: training steps after which folded BatchNormalization statistics freeze.
+        preserve_sparsity: weights that are zero now stay exactly zero through QAT and in the int8
+            TFLite kernels (pruning-preserving QAT). A model still wrapped by `prune_low_magnitude` is
+            stripped first (`tfprune.strip_pruning`, masks baked in); without `preserve_sparsity` a
+            wrapped model is refused.
+        weight_bits: 2..8, symmetric per-channel weights (`LowBitScheme`).
+        activation_bits: 2..8, asymmetric activations with learned ranges (`LowBitScheme`).
+        scheme: instead of the arguments above, a scheme (instance, class or name, see `quantize_apply`).
 
     Raises:
         UnsupportedLayerQuantizationError: a layer with weights the scheme cannot quantize (named,
@@ -285,25 +330,41 @@ def quantize_model(to_quantize: keras.Model, freeze_bn_delay: int | None = None)
         >>> qat = quantize_model(model)
         >>> qat.compile("adam", "sparse_categorical_crossentropy"); qat.fit(x, y, epochs=1)
         >>> tflite = to_tflite(qat, inference_input_type=tf.int8)
+        >>> pqat = quantize_model(pruned, preserve_sparsity=True)     # zeros kept
+        >>> w4a8 = quantize_model(model, weight_bits=4, activation_bits=8)
     """
     graph.check_graph_model(to_quantize, "quantize_model")
-    scheme = Default8BitScheme(freeze_bn_delay)
+    scheme = _scheme_for(scheme, freeze_bn_delay, preserve_sparsity, weight_bits, activation_bits)
+    from tfprune.prune import collect_wrappers, strip_pruning
+
+    if collect_wrappers(to_quantize):
+        if not scheme.preserve_sparsity:
+            _check_no_pruning_wrappers(to_quantize, "quantize_model")
+        for wrapper in collect_wrappers(to_quantize):
+            if wrapper.built:
+                wrapper.apply_masks()
+        to_quantize = strip_pruning(to_quantize)
     for layer in graph.all_layers(to_quantize):
-        if isinstance(layer, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv)):
+        if isinstance(layer, (QuantizeWrapper, QuantizeFoldedBatchNorm, QuantizeLayer, QuantizeSeparableConv,
+                           QuantizeNormalization, QuantizeBatchNormalization)):
             raise ValueError(f"Layer '{layer.name}' is already quantize-aware. Fix: quantize the float model.")
         inner, config, _ = _unwrap(layer)
         if isinstance(layer, keras.layers.InputLayer) or config is not None:
             continue
         if scheme.layer_quantization(inner) is None:
             raise UnsupportedLayerQuantizationError(configs_lib.unsupported_layer_message(inner))
-    return _quantize_graph(to_quantize, everything=True, scheme=scheme)
+    result = _quantize_graph(to_quantize, everything=True, scheme=scheme)
+    scheme.finalize(result)
+    return result
 
 
 def _custom_objects() -> dict[str, Any]:
     from tfprune.quantization import quantizers
 
     objects = {cls.__name__: cls for cls in (QuantizeAnnotate, QuantizeWrapper, QuantizeFoldedBatchNorm,
-                                             QuantizeLayer, configs_lib.WeightsQuantizeConfig,
+                                             QuantizeLayer, QuantizeSeparableConv, QuantizeNormalization,
+                                             QuantizeBatchNormalization,
+                                             configs_lib.WeightsQuantizeConfig,
                                              configs_lib.OutputQuantizeConfig, configs_lib.NoOpQuantizeConfig,
                                              quantizers.LastValueQuantizer, quantizers.MovingAverageQuantizer,
                                              quantizers.FixedRangeQuantizer)}
@@ -327,4 +388,5 @@ def quantize_scope(*args: dict) -> Iterator[None]:
         yield
 
 
-__all__ = ["Default8BitScheme", "quantize_apply", "quantize_model", "quantize_scope"]
+__all__ = ["Default8BitPrunePreserveQuantizeScheme", "Default8BitScheme", "LowBitScheme", "quantize_apply",
+           "quantize_model", "quantize_scope"]

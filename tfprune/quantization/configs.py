@@ -178,6 +178,7 @@ class LayerQuantization:
     fuses_activation: bool = False
     same_scale_inputs: bool = False
     separable: bool = False  # depthwise then pointwise, with a range for the tensor between (TFLite's two ops)
+    normalization: bool = False  # computed as TFLite's int8 op chain (`normalization.QuantizeNormalization`)
 
 
 def _weights(channel_dims: int = 1, per_axis: bool = True, attrs: tuple[str, ...] = ("kernel",)) -> Callable:
@@ -278,6 +279,8 @@ def _build_table() -> dict[type, LayerQuantization]:
         table[cls] = LayerQuantization(_output, fuses_activation=cls in (L.AveragePooling2D, L.BatchNormalization))
     for cls in _classes("ReLU", "Activation", "Softmax"):
         table[cls] = LayerQuantization(_activation)
+    for cls in _classes("LayerNormalization", "RMSNormalization"):  # last axis; structured pruning's too
+        table[cls] = LayerQuantization(_output, normalization=True)
     return table
 
 

@@ -22,7 +22,7 @@ import keras
 
 from tfprune.quantization.configs import FoldSpec, _attribute_for_setting
 from tfprune.quantization.quantize_config import QuantizeConfig
-from tfprune.quantization.quantizers import MovingAverageQuantizer, Quantizer, deserialize_quantizer
+from tfprune.quantization.quantizers import SPARSITY_MASK, MovingAverageQuantizer, Quantizer, deserialize_quantizer
 
 _PACKAGE = "tfprune"
 
@@ -266,6 +266,8 @@ class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
 
         def batch_statistics():
             kernel = tf.convert_to_tensor(getattr(self.layer, self.fold.kernel))
+            if SPARSITY_MASK in self.kernel_vars:  # no gradient to a pruned weight through the statistics either
+                kernel = kernel * tf.cast(self.kernel_vars[SPARSITY_MASK], kernel.dtype)
             raw = self._linear(inputs, kernel)
             if getattr(self.layer, "bias", None) is not None:
                 raw = raw + self.layer.bias
@@ -326,9 +328,15 @@ class QuantizeSeparableConv(keras.layers.Wrapper):
             self.layer.build(input_shape)
         depthwise = self.quantize_config.weight_quantizer
         self.depthwise_quantizer = depthwise
-        self.pointwise_quantizer = LastValueQuantizer(num_bits=depthwise.num_bits, per_axis=depthwise.per_axis,
-                                                      symmetric=depthwise.symmetric,
-                                                      narrow_range=depthwise.narrow_range, channel_dims=1)
+        if hasattr(depthwise, "with_channel_dims"):
+            self.pointwise_quantizer = depthwise.with_channel_dims(1)
+        else:
+            self.pointwise_quantizer = LastValueQuantizer(num_bits=depthwise.num_bits, per_axis=depthwise.per_axis,
+                                                          symmetric=depthwise.symmetric,
+                                                          narrow_range=depthwise.narrow_range, channel_dims=1)
+        self.depthwise_vars = depthwise.build(self.layer.depthwise_kernel.shape, f"{self.layer.name}_weight0", self)
+        self.pointwise_vars = self.pointwise_quantizer.build(self.layer.pointwise_kernel.shape,
+                                                             f"{self.layer.name}_weight1", self)
         self.middle_quantizer = MovingAverageQuantizer()
         self.middle_vars = self.middle_quantizer.build(None, f"{self.layer.name}_depthwise_output", self)
         before = getattr(self.quantize_config, "activation_input_quantizer", None)
@@ -344,8 +352,8 @@ class QuantizeSeparableConv(keras.layers.Wrapper):
 
         training = bool(training)
         layer = self.layer
-        depthwise_kernel = self.depthwise_quantizer(layer.depthwise_kernel, training, {})
-        pointwise_kernel = self.pointwise_quantizer(layer.pointwise_kernel, training, {})
+        depthwise_kernel = self.depthwise_quantizer(layer.depthwise_kernel, training, self.depthwise_vars)
+        pointwise_kernel = self.pointwise_quantizer(layer.pointwise_kernel, training, self.pointwise_vars)
         middle = ops.depthwise_conv(inputs, depthwise_kernel, strides=layer.strides, padding=layer.padding,
                                     dilation_rate=layer.dilation_rate, data_format=layer.data_format)
         middle = self.middle_quantizer(middle, training, self.middle_vars)
@@ -367,3 +375,21 @@ class QuantizeSeparableConv(keras.layers.Wrapper):
         config = dict(config)
         config["layer"] = keras.layers.deserialize(config["layer"])
         return cls(**config)
+
+
+def weight_quantizer_slots(layer: Any) -> list[tuple[Any, Quantizer, dict]]:
+    """`(weight variable, quantizer, quantizer variables)` of each quantized weight of a quantize-aware layer
+    (empty for other layers); a folded layer's slot holds its unfolded kernel.
+
+    Example:
+        >>> [w.path for w, _, _ in weight_quantizer_slots(qat_model.layers[1])]
+    """
+    if isinstance(layer, QuantizeWrapper) and layer.built:
+        pairs = layer.quantize_config.get_weights_and_quantizers(layer.layer)
+        return [(w, q, v) for (w, q), v in zip(pairs, layer.weight_vars)]
+    if isinstance(layer, QuantizeFoldedBatchNorm) and layer.built:
+        return [(getattr(layer.layer, layer.fold.kernel), layer.kernel_quantizer, layer.kernel_vars)]
+    if isinstance(layer, QuantizeSeparableConv) and layer.built:
+        return [(layer.layer.depthwise_kernel, layer.depthwise_quantizer, layer.depthwise_vars),
+                (layer.layer.pointwise_kernel, layer.pointwise_quantizer, layer.pointwise_vars)]
+    return []

@@ -124,6 +124,8 @@ def activation_quantizers(model: keras.Model) -> list[tuple[MovingAverageQuantiz
             pairs += list(zip(layer.output_quantizers, layer.output_vars))
             if layer.activation_input_vars is not None:
                 pairs.append((layer.quantize_config.activation_input_quantizer, layer.activation_input_vars))
+        elif hasattr(layer, "activation_quantizer_pairs"):
+            pairs = layer.activation_quantizer_pairs()
         else:
             continue
         found.extend((q, v) for q, v in pairs if isinstance(q, MovingAverageQuantizer))

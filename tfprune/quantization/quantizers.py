@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import keras
 
 _PACKAGE = "tfprune"
+SPARSITY_MASK = "sparsity_mask"  # the variable of a sparsity-preserving weight quantizer (`prune_preserve`)
 _RECORDING = threading.local()
 
 
@@ -155,6 +156,10 @@ class LastValueQuantizer(Quantizer):
         out = fake_quant(flat, low, high, self.num_bits, self.narrow_range, self.per_axis)
         return tf.reshape(out, shape) if flat is not values else out
 
+    def with_channel_dims(self, channel_dims: int) -> "LastValueQuantizer":
+        """The same quantizer for a kernel with `channel_dims` trailing channel axes."""
+        return type(self).from_config(dict(self.get_config(), channel_dims=channel_dims))
+
     def get_config(self) -> dict:
         return {"num_bits": self.num_bits, "per_axis": self.per_axis, "symmetric": self.symmetric,
                 "narrow_range": self.narrow_range, "channel_dims": self.channel_dims}
@@ -212,6 +217,10 @@ class MovingAverageQuantizer(Quantizer):
         else:
             low, high = tf.convert_to_tensor(low_var), tf.convert_to_tensor(high_var)
         high = tf.maximum(high, low + 1e-6)
+        return self.quantize_in_range(inputs, low, high, training=training)
+
+    def quantize_in_range(self, inputs: Any, low: Any, high: Any, training: bool = False) -> Any:
+        """Fake-quantizes `inputs` to the grid of `[low, high]` (subclasses put other grids here)."""
         return fake_quant(inputs, low, high, self.num_bits, self.narrow_range, per_axis=False)
 
     def set_range(self, weights: dict, min_value: float, max_value: float) -> None:

@@ -154,9 +154,10 @@ def _convert(converter: Any, name: str, input_type: Any, output_type: Any) -> by
 
 def _has_quantizers(model: Any) -> bool:
     from tfprune.quantization import layers
+    from tfprune.quantization.normalization import QuantizeBatchNormalization, QuantizeNormalization
 
     quantize_aware = (layers.QuantizeLayer, layers.QuantizeWrapper, layers.QuantizeFoldedBatchNorm,
-                      layers.QuantizeSeparableConv)
+                      layers.QuantizeSeparableConv, QuantizeNormalization, QuantizeBatchNormalization)
     return any(isinstance(layer, quantize_aware)
                for layer in model._flatten_layers(include_self=False, recursive=True))
 
