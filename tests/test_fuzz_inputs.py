@@ -235,7 +235,7 @@ def test_strip_bad_arguments_exit_2_one_line(cli_root):
 
     @settings(max_examples=25, **FAST)
     @given(st.one_of(
-        NAME.map(lambda n: [f"--checkpoint_dir={cli_root / 'missing' / n}"]),
+        NAME.map(lambda n: [f"--checkpoint_dir={cli_root / 'missing' / 'dir' / n}"]),
         st.just([f"--checkpoint_dir={cli_root / 'a_file.txt'}"]),
         st.just([f"--checkpoint_dir={cli_root / 'out'}"]),  # empty directory
         NAME.filter(lambda f: f.strip().lower() not in format_names()).map(
@@ -243,7 +243,7 @@ def test_strip_bad_arguments_exit_2_one_line(cli_root):
                        f"--output_dir={cli_root / 'out'}"]),
         NAME.map(lambda n: [f"--checkpoint_dir={cli_root / 'ck'}", f"--filename=model.{n}x",
                             f"--output_dir={cli_root / 'out'}"]),
-        NAME.map(lambda n: [f"--checkpoint_dir={cli_root / 'ck'}", f"--baseline={cli_root / 'missing' / n}",
+        NAME.map(lambda n: [f"--checkpoint_dir={cli_root / 'ck'}", f"--baseline={cli_root / 'missing' / 'dir' / n}",
                             f"--output_dir={cli_root / 'out'}", "--filename=m.keras"]),
         st.just([f"--checkpoint_dir={cli_root / 'ck'}", "--bogus_flag=1"]),
         st.just(["positional", f"--checkpoint_dir={cli_root / 'ck'}"]),
@@ -271,8 +271,8 @@ def test_prune_filters_bad_arguments_exit_2_one_line(cli_root):
         NAME.map(lambda r: [f"--model={model}", f"--output={out}", f"--pruning_ratio={r}"]),
         st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0 + 1e-9)).map(
             lambda r: [f"--model={model}", f"--output={out}", f"--max_pruning_ratio={r!r}"]),
-        NAME.map(lambda n: [f"--model={cli_root / 'missing' / n}.keras", f"--output={out}"]),
-        NAME.map(lambda n: [f"--model={model}", f"--output={cli_root / 'missing' / n}.keras"]),
+        NAME.map(lambda n: [f"--model={cli_root / 'missing' / 'dir' / n}.keras", f"--output={out}"]),
+        NAME.map(lambda n: [f"--model={model}", f"--output={cli_root / 'missing' / 'dir' / n}.keras"]),
         NAME.map(lambda n: [f"--model={model}", f"--output={cli_root / 'out' / n}.h5"]),
         NAME.filter(lambda n: n not in prune_filters.cli_importances() and ":" not in n).map(
             lambda n: [f"--model={model}", f"--output={out}", f"--importance={n}"]),
