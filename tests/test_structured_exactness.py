@@ -231,7 +231,7 @@ def test_exact_with_round_to_and_global(name):
 def test_layer_normalization_approximate_mode_is_reported_inexact():
     x = keras.Input((6, 8))
     y = layers.Dense(16)(x)
-    y = layers.LayerNormalization()(y)
+    y = layers.LayerNormalization(name="layer_normalization")(y)
     y = layers.Dense(4)(y)
     model = keras.Model(x, y)
     pruned, report = prune_filters(model, pruning_ratio=0.5, layer_norm="approximate")
