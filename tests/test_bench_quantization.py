@@ -1,19 +1,15 @@
 """tools/bench_quantization.py at tiny settings: every row, TFLite accuracy, the markdown and the README block."""
 
-import json
-
 import numpy as np
 import pytest
 
-from tests.helpers import load_tool
+from tests.helpers import assert_published, bench_outputs, load_tool
 
 
 @pytest.mark.slow
 def test_smoke_run_writes_table_and_readme_block(tmp_path, capsys):
     bench = load_tool("bench_quantization")
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- bench_quantization:begin -->\nold\n<!-- bench_quantization:end -->\ntail\n")
-    markdown = tmp_path / "results" / "bench_quantization.md"
+    markdown, readme = bench_outputs(tmp_path, "bench_quantization")
     result = bench.main(["--seeds", "1", "--train", "256", "--eval", "128", "--epochs", "1", "--qat_epochs", "1",
                          "--repeats", "2", "--latency_models", "resnet8", "--no_tfmot",
                          "--markdown", str(markdown), "--readme", str(readme)])
@@ -29,11 +25,7 @@ def test_smoke_run_writes_table_and_readme_block(tmp_path, capsys):
     assert result["latency"][0]["model"] == "resnet8 32x32"
     text = markdown.read_text()
     assert "| tfprune QAT |" in text and "full-integer b1 ms" in text
-    content = readme.read_text()
-    assert content.startswith("intro\n<!-- bench_quantization:begin -->\n`python tools/bench_quantization.py")
-    assert "old" not in content and content.endswith("<!-- bench_quantization:end -->\ntail\n")
-    out = capsys.readouterr().out
-    assert json.loads(out.strip().splitlines()[-1])["summary"] == result["summary"]
+    assert_published(readme, "bench_quantization", result, capsys.readouterr().out)
 
 
 def test_accuracy_of_an_int8_model_counts_its_dequantized_argmax():
