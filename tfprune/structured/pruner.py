@@ -130,11 +130,9 @@ def _layer_reports(graph, removed, decisions) -> list[LayerReport]:
             for extra in rec.handler.produced_slots(rec):
                 if extra != slot and extra in rec.slots:
                     slots[extra] = (len(rec.slots[extra]), graph.kept_indices(rec.slots[extra], removed))
-        if "qk" in slots and hasattr(layer, "num_heads"):
-            heads = rec.handler.new_config(rec, {}, lambda s: graph.kept_indices(rec.slots[s], removed))
-            if heads.get("num_heads") != layer.num_heads or heads.get("key_dim") != layer.key_dim:
-                note = (f"heads {layer.num_heads}->{heads['num_heads']}, key_dim {layer.key_dim}->"
-                        f"{heads['key_dim']}, value_dim {layer.value_dim}->{heads['value_dim']}")
+        if slots:
+            shape_note = rec.handler.report_note(rec, lambda s: graph.kept_indices(rec.slots[s], removed))
+            note = shape_note or note
         out.append(LayerReport(
             name=layer.name, type=type(layer).__name__, group=group, channels_before=before,
             channels_after=after, requested_ratio=decision.requested_ratio if decision else None,
