@@ -53,12 +53,15 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
     def new_inputs(inputs: Any, keys: Any) -> list:
         tensors = []
         for t, key in zip(inputs, keys):
-            channels = len(graph.kept_indices(graph.values[key], removed))
-            shape = tuple(t.shape[:-1]) + (channels,)
+            shape = tuple(t.shape)
+            if shape and shape[-1] is not None:  # a dynamic last axis (token ids) has no channels
+                shape = shape[:-1] + (len(graph.kept_indices(graph.values[key], removed)),)
             tensors.append(keras.Input(batch_shape=shape, dtype=t.dtype, name=t._keras_history.operation.name))
         return tensors
 
     def clone_layer(layer: Any) -> Any:
+        if id(layer) in new_layers:  # shared by a nested model and the model around it: one copy
+            return new_layers[id(layer)]
         if isinstance(layer, keras.Model) and id(layer) in graph.nested_inputs:
             new = clone_nested(layer, graph.nested_inputs[id(layer)][0])
             new_layers[id(layer)] = new
