@@ -13,6 +13,7 @@ keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed 
 from test_imports import _modules, import_graph  # noqa: E402
 from tfprune import analysis  # noqa: E402
 from tfprune.layers.deferred import DeferredClass  # noqa: E402
+from tfprune.layers.pruned_transformer import PrunedTransformerDecoder  # noqa: E402
 from tfprune.layers import PrunedLayerNormalization, get_handler  # noqa: E402
 from tfprune.structured import DependencyGraph, MagnitudeImportance, prune_filters, verify  # noqa: E402
 
@@ -159,6 +160,17 @@ def test_token_and_position_embedding_macs_and_importance():
     want = [sum(np.abs(w[n][:, j]).sum() for n in ("query", "key", "value")) + np.abs(w["output"][j]).sum()
             for j in range(heads)]
     np.testing.assert_allclose(MagnitudeImportance(p=1).group_scores(graph, group), want, rtol=1e-9)
+
+
+def test_pruned_block_builds_with_fewer_hidden_channels_than_heads():
+    block = PrunedTransformerDecoder(16, 4, key_dim=2, value_dim=3, normalized_size=32, normalize_first=True)
+    assert block(keras.ops.zeros((1, 5, 3))).shape == (1, 5, 3)
+    attention = block._self_attention_layer
+    assert (attention.num_heads, attention.key_dim, attention.value_dim) == (4, 2, 3)
+    assert attention.output_dense.kernel.shape == (4, 3, 3) and len(block.weights) == 16
+    assert block._feedforward_layer_norm.normalized_size == 32
+    clone = PrunedTransformerDecoder.from_config(block.get_config())  # built from its config alone
+    assert [w.shape for w in clone.weights] == [w.shape for w in block.weights]
 
 
 def test_what_the_graph_cannot_prune_is_kept_with_a_reason():

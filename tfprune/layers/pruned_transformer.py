@@ -59,7 +59,8 @@ class _PrunedSizes:
 
     def _resize_sublayers(self, shape: tuple) -> None:
         old = getattr(self, ATTENTION)
-        attention = type(old).from_config(dict(old.get_config(), key_dim=self.key_dim, value_dim=self.value_dim))
+        sizes = dict(num_heads=self.num_heads, key_dim=self.key_dim, value_dim=self.value_dim)
+        attention = type(old).from_config(dict(old.get_config(), **sizes))
         attention.build(query_shape=shape, value_shape=shape)
         replace_sublayer(self, ATTENTION, attention)
         if self.normalized_size is None:
