@@ -110,3 +110,31 @@ def test_summaries_in_a_custom_loop_are_written_at_epoch_begin(tmp_path):
         step_callback.on_epoch_end(batch=-1)
     steps = [step for step, _ in _read_scalars(str(tmp_path / "cl"))["model/sparsity"]]
     assert steps == [0, 1]
+
+
+def _short_fit(schedule):
+    keras.utils.set_random_seed(0)
+    model = tfprune.prune_low_magnitude(
+        keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="first"), keras.layers.Dense(2)]),
+        pruning_schedule=schedule)
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).random((64, 8), dtype="float32")
+    model.fit(x, x[:, :2], batch_size=8, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    return model
+
+
+def test_fit_that_ends_before_the_first_mask_update_warns():
+    """8 steps with frequency=100: no mask update yet (tfmot behaves the same), so fit says so."""
+    with pytest.warns(UserWarning, match=r"before the pruning schedule updated any mask of .*first "
+                                         r"\(step 8\).*smaller `frequency`"):
+        model = _short_fit(tfprune.ConstantSparsity(0.5, begin_step=0))
+    assert all(row["zeros"] == 0 for row in tfprune.sparsity_report(model))
+
+
+def test_fit_that_pruned_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = _short_fit(tfprune.ConstantSparsity(0.5, begin_step=0, frequency=1))
+    assert all(row["sparsity"] == 0.5 for row in tfprune.sparsity_report(model))

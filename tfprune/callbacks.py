@@ -7,6 +7,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import keras
@@ -104,6 +105,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 f"Pruning wrappers {untrained} were never called in training, so they were not pruned. Fix: "
                 "call every wrapped layer in the model's `call` on the training path (pass `training` on to "
                 "layers that take it), or leave unused layers unwrapped."
+            )
+        waiting = sorted({f"{row['layer']} (step {row['step']})" for row in weight_rows(self.model, wrapped_only=True)
+                          if row["target_sparsity"] > 0 and row["zeros"] == 0 and row["size"] > 1})
+        if waiting:
+            warnings.warn(
+                f"Training ended before the pruning schedule updated any mask of {', '.join(waiting)}: their "
+                "weights are still dense although the schedule targets a sparsity above 0 (as in tfmot, masks "
+                "change only at steps `begin_step + k * frequency`, counted from the first batch). Fix: train "
+                "for more steps or pass a smaller `frequency` to the schedule.",
+                stacklevel=2,
             )
 
 
