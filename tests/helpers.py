@@ -64,6 +64,24 @@ def load_tool(name: str):
     return module
 
 
+def bench_outputs(tmp_path, block: str):
+    """`(markdown path, README path)` for a benchmark smoke run: the README has an old `block` to replace."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n<!-- {block}:begin -->\nold\n<!-- {block}:end -->\ntail\n")
+    return tmp_path / "results" / f"{block}.md", readme
+
+
+def assert_published(readme, block: str, result: dict, stdout: str) -> None:
+    """The README `block` holds the table of `tools/<block>.py` (nothing old, the rest kept) and the last
+    printed line is the run's JSON with its summary."""
+    import json
+
+    content = readme.read_text()
+    assert content.startswith(f"intro\n<!-- {block}:begin -->\n`python tools/{block}.py")
+    assert "old" not in content and content.endswith(f"<!-- {block}:end -->\ntail\n")
+    assert json.loads(stdout.strip().splitlines()[-1])["summary"] == result["summary"]
+
+
 INTERPRETER_MODULE = __import__("os").path.join(
     __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))),
     "tfprune", "interpreter.py")

@@ -62,3 +62,14 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     bench.main(["--from_log", str(log), "--markdown", str(again)])
     block = text.split("<!-- bench_auto_structured:begin -->\n")[1].split("<!-- bench_auto_structured:end -->")[0]
     assert again.read_text() == block
+
+    # a --no-accuracy run and a --no-latency run merge into the same rows and verdicts
+    latency_only = dict(result, accuracy_rows=[], accuracy_summary=[], searches=[], command="latency run")
+    accuracy_only = dict(result, latency_rows=[], command="accuracy run")
+    for name, part in (("latency.log", latency_only), ("accuracy.log", accuracy_only)):
+        (tmp_path / name).write_text("progress line\n" + json.dumps(part, default=float) + "\n")
+    merged = bench.main(["--from_log", f"{tmp_path / 'latency.log'},{tmp_path / 'accuracy.log'}",
+                         "--markdown", str(tmp_path / "merged.md")])
+    assert merged["latency_rows"] == json.loads(json.dumps(result["latency_rows"], default=float))
+    assert merged["accuracy_summary"] == result["accuracy_summary"] and merged["verdicts"] == result["verdicts"]
+    assert (tmp_path / "merged.md").read_text().startswith("`latency run` and `accuracy run` (")

@@ -1,18 +1,14 @@
 """tools/bench_pipeline.py at tiny settings: the rows, their sizes and sparsity, the markdown and the README block."""
 
-import json
-
 import pytest
 
-from tests.helpers import load_tool
+from tests.helpers import assert_published, bench_outputs, load_tool
 
 
 @pytest.mark.slow
 def test_smoke_run_writes_table_and_readme_block(tmp_path, capsys):
     bench = load_tool("bench_pipeline")
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- bench_pipeline:begin -->\nold\n<!-- bench_pipeline:end -->\ntail\n")
-    markdown = tmp_path / "results" / "bench_pipeline.md"
+    markdown, readme = bench_outputs(tmp_path, "bench_pipeline")
     result = bench.main(["--seeds", "1", "--train", "256", "--eval", "128", "--epochs", "1", "--finetune_epochs", "1",
                          "--qat_epochs", "1", "--repeats", "2",
                          "--rows", "float,structured_int8,sparse80_pqat",
@@ -28,10 +24,7 @@ def test_smoke_run_writes_table_and_readme_block(tmp_path, capsys):
     assert rows["sparse80_pqat"]["zip_bytes"] < 0.2 * rows["float"]["zip_bytes"]
     text = markdown.read_text()
     assert "| 80% unstructured + int8 PQAT |" in text and "Targets:" in text
-    content = readme.read_text()
-    assert content.startswith("intro\n<!-- bench_pipeline:begin -->\n`python tools/bench_pipeline.py")
-    assert "old" not in content and content.endswith("<!-- bench_pipeline:end -->\ntail\n")
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"] == result["summary"]
+    assert_published(readme, "bench_pipeline", result, capsys.readouterr().out)
 
 
 def test_verdicts_on_hand_made_rows():

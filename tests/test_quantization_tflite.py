@@ -9,6 +9,7 @@ import tensorflow as tf
 import tfprune.quantization as tfq
 from tfprune.datasets import load_mnist
 from tfprune.interpreter import make_interpreter
+from tests.tflite_int8 import run_int8
 
 L = keras.layers
 
@@ -49,21 +50,6 @@ def small_resnet():
     x = L.ReLU()(x)
     x = L.Flatten()(x)  # GlobalAveragePooling learns too slowly for a one-epoch test
     return keras.Model(inputs, L.Dense(10)(x), name="small_resnet")
-
-
-def run_int8(data: bytes, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Runs an int8-in/int8-out TFLite model on `x` (quantized with its input parameters); dequantized outputs."""
-    interpreter = make_interpreter(model_content=data, num_threads=1)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
-    interpreter.resize_tensor_input(inp["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    scale_in, zero_in = inp["quantization"]
-    interpreter.set_tensor(inp["index"], np.clip(np.round(x / scale_in) + zero_in, -128, 127).astype(np.int8))
-    interpreter.invoke()
-    out = interpreter.get_output_details()[0]
-    scale_out, zero_out = out["quantization"]
-    return (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_out) * scale_out, scale_out
 
 
 def _compile(model, learning_rate=1e-3):

@@ -63,6 +63,20 @@ def test_recalibrate_batchnorm_matches_numpy():
         recalibrate_batchnorm(model, X[:0])
 
 
+def test_recalibrate_batchnorm_over_every_batch():
+    model = fragile_model()
+    bn = model.get_layer("bn")
+    x = X[:56]  # batches of 24, 24 and 8: the last one counts as much as the others
+    recalibrate_batchnorm(model, x, steps=None, batch_size=24)
+    conv = keras.Model(model.input, model.get_layer("fragile").output)
+    parts = [np.asarray(conv(x[i:i + 24])) for i in (0, 24, 48)]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([p.mean((0, 1, 2)) for p in parts], 0), atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([p.var((0, 1, 2)) for p in parts], 0),
+                               rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="positive int or None"):
+        recalibrate_batchnorm(model, x, steps=0)
+
+
 def test_sensitivity_finds_the_fragile_layer(model, score, capsys):
     result = sensitivity(model, score, ratios=(0.25, 0.5, 0.75), recalibrate_bn=X, calibration_steps=2,
                          batch_size=32, verbose=0)

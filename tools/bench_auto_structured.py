@@ -25,6 +25,7 @@ Usage:
     python tools/bench_auto_structured.py [--latency_cache tools/results/latency_tables.json] \\
         [--markdown tools/results/bench_auto_structured.md] [--readme README.md]
     python tools/bench_auto_structured.py --from_log run.log --readme README.md   # re-render, no timing
+    python tools/bench_auto_structured.py --from_log latency.log,accuracy.log --readme README.md  # merge two parts
 
 Prints the tables and verdicts, then one JSON line with every number.
 """
@@ -333,8 +334,9 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy part")
     parser.add_argument("--markdown", metavar="PATH")
     parser.add_argument("--readme", metavar="README")
-    parser.add_argument("--from_log", metavar="LOG", help="measure nothing: write --markdown / --readme from the "
-                        "JSON line of an earlier run's stdout")
+    parser.add_argument("--from_log", metavar="LOG[,LOG]", type=lambda t: t.split(","),
+                        help="measure nothing: write --markdown / --readme from the JSON line of an earlier run's "
+                        "stdout; several comma-separated logs (a --no-accuracy and a --no-latency run) merge")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in MODELS] + [r for r in args.runtimes if r not in RUNTIMES]
     if unknown:
@@ -342,10 +344,36 @@ def parse_args(argv: Sequence[str] | None = None):
     return args
 
 
+def read_logs(paths: Sequence[str]) -> dict:
+    """The result of one run, from the JSON line that each run printed last.
+
+    Several logs merge into one result: a `--no-accuracy` run and a `--no-latency` run give the whole table.
+    """
+    parts = []
+    for path in paths:
+        with open(path) as f:
+            lines = [line for line in f if line.startswith("{")]
+        if not lines:
+            raise SystemExit(f"{path}: no JSON result line. Fix: pass the stdout of a finished benchmark run.")
+        parts.append(json.loads(lines[-1]))
+    if len(parts) == 1:
+        return parts[0]
+    accuracy = [p for p in parts if p["accuracy_rows"]]
+    result = {"command": "` and `".join(p["command"] for p in parts),
+              "settings": "; then ".join(p["settings"] for p in parts),
+              "latency_rows": [r for p in parts for r in p["latency_rows"]],
+              "accuracy_rows": [r for p in accuracy for r in p["accuracy_rows"]],
+              "searches": [s for p in accuracy for s in p["searches"]],
+              "seeds": [s for p in accuracy for s in p["seeds"]] or parts[0]["seeds"],
+              "accuracy_budget": accuracy[0]["accuracy_budget"] if accuracy else parts[0]["accuracy_budget"]}
+    result["accuracy_summary"] = accuracy_summary(result["accuracy_rows"]) if result["accuracy_rows"] else []
+    result["verdicts"] = verdicts(result["latency_rows"], result["accuracy_summary"], result["searches"])
+    return result
+
+
 def from_log(args) -> dict:
-    """Re-render the markdown from the JSON line a previous run printed (no timing)."""
-    with open(args.from_log) as f:
-        result = json.loads([line for line in f if line.startswith("{")][-1])
+    """Re-render the markdown from the JSON line(s) of earlier runs (no timing)."""
+    result = read_logs(args.from_log)
     text = markdown(result)
     if args.markdown:
         write_atomic(args.markdown, text)

@@ -29,18 +29,20 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench_quantization import (  # noqa: E402
-    TFLiteRunner,
+    add_common_arguments,
     compile_model,
     float_tflite,
-    latency_ms,
-    recalibrate_batchnorm,
+    latencies_ms,
+    mnist_data,
+    tflite_accuracy,
+    verdict,
     zipped_bytes,
 )
-from readme_block import replace_block, write_atomic  # noqa: E402
+from readme_block import publish  # noqa: E402
 import tfprune  # noqa: E402
 import tfprune.quantization as tfq  # noqa: E402
 from tfprune.analysis import count_macs  # noqa: E402
-from tfprune.datasets import load_mnist  # noqa: E402
+from tfprune.structured import recalibrate_batchnorm  # noqa: E402
 
 L = keras.layers
 
@@ -87,7 +89,7 @@ class Pipeline:
         def make() -> keras.Model:
             keras.utils.set_random_seed(self.seed)
             model = self.fit(nin_model(), self.args.epochs, self.args.lr)
-            recalibrate_batchnorm(model, self.x)
+            recalibrate_batchnorm(model, self.x, steps=None)
             return model
         return self.cached("float", make)
 
@@ -95,7 +97,7 @@ class Pipeline:
         def make() -> keras.Model:
             pruned, _ = tfprune.prune_filters(self.float_model(), pruning_ratio=0.5, round_to=round_to)
             self.fit(pruned, self.args.finetune_epochs, self.args.lr / 3)
-            recalibrate_batchnorm(pruned, self.x)
+            recalibrate_batchnorm(pruned, self.x, steps=None)
             return pruned
         return self.cached(f"structured{round_to}", make)
 
@@ -150,12 +152,11 @@ def run_row(name: str, pipeline: Pipeline, repeats: int) -> dict:
     plain = tfprune.strip_pruning(base) if tfprune.collect_wrappers(base) else base
     data = tfq.to_tflite(model, inference_input_type=tf.int8) if quantized else float_tflite(model)
     x_eval, y_eval = pipeline.x_eval, pipeline.y_eval
-    accuracy = float(np.mean(TFLiteRunner(data, x_eval.shape)(x_eval).argmax(1) == y_eval))
     keras_accuracy = float(np.mean(model.predict(x_eval, batch_size=256, verbose=0).argmax(1) == y_eval))
-    return dict(name=name, label=label, seed=pipeline.seed, accuracy=accuracy, keras_accuracy=keras_accuracy,
-                macs=count_macs(plain), params=int(plain.count_params()), nonzero=nonzero_params(plain),
-                raw_bytes=len(data), zip_bytes=zipped_bytes(data),
-                b1_ms=latency_ms(data, x_eval, 1, repeats), b32_ms=latency_ms(data, x_eval, 32, max(3, repeats // 4)))
+    return dict(name=name, label=label, seed=pipeline.seed, accuracy=tflite_accuracy(data, x_eval, y_eval),
+                keras_accuracy=keras_accuracy, macs=count_macs(plain), params=int(plain.count_params()),
+                nonzero=nonzero_params(plain), raw_bytes=len(data), zip_bytes=zipped_bytes(data),
+                **latencies_ms(data, x_eval, repeats))
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -173,6 +174,15 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+# row, label, claim, the float / row ratio of which key, at least, its digits, accuracy points within float
+TARGETS = (
+    ("sparse80_pqat", "80% sparse + int8 PQAT", "zipped at least 12x smaller than float zipped", "zip_bytes", 12, 1,
+     0.5),
+    ("structured_int8", "structured 50% + int8", "at least 3x faster than float TFLite at batch 32", "b32_ms", 3, 2,
+     1.0),
+)
+
+
 def verdicts(summary: list[dict]) -> list[str]:
     """The pipeline's targets: the measured margins and met / missed."""
     rows = {r["name"]: r for r in summary}
@@ -180,21 +190,15 @@ def verdicts(summary: list[dict]) -> list[str]:
     lines = []
     if base is None:
         return lines
-    sparse, structured = rows.get("sparse80_pqat"), rows.get("structured_int8")
-    if sparse:
-        smaller = base["zip_bytes"] / sparse["zip_bytes"]
-        gap = 100 * (sparse["accuracy"] - base["accuracy"])
-        lines.append(f"- 80% sparse + int8 PQAT zipped at least 12x smaller than float zipped: {smaller:.1f}x -> "
-                     f"**{'met' if smaller >= 12 else 'missed'}**")
-        lines.append(f"- 80% sparse + int8 PQAT within 0.5 points of float: {gap:+.2f} points -> "
-                     f"**{'met' if gap >= -0.5 else 'missed'}**")
-    if structured:
-        speedup = base["b32_ms"] / structured["b32_ms"]
-        gap = 100 * (structured["accuracy"] - base["accuracy"])
-        lines.append(f"- structured 50% + int8 at least 3x faster than float TFLite at batch 32: {speedup:.2f}x -> "
-                     f"**{'met' if speedup >= 3 else 'missed'}**")
-        lines.append(f"- structured 50% + int8 within 1 point of float: {gap:+.2f} points -> "
-                     f"**{'met' if gap >= -1.0 else 'missed'}**")
+    for name, label, claim, key, least, digits, points in TARGETS:
+        row = rows.get(name)
+        if row is None:
+            continue
+        ratio = base[key] / row[key]
+        gap = 100 * (row["accuracy"] - base["accuracy"])
+        lines += [verdict(f"{label} {claim}", ratio >= least, f"{ratio:.{digits}f}x"),
+                  verdict(f"{label} within {points:g} point{'' if points == 1 else 's'} of float", gap >= -points,
+                          f"{gap:+.2f} points")]
     return lines
 
 
@@ -220,27 +224,16 @@ def markdown(summary: list[dict], args: argparse.Namespace, load: tuple) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--train", type=int, default=8000)
-    parser.add_argument("--eval", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=3, help="float training epochs")
+    add_common_arguments(parser, seeds=2, block="bench_pipeline")
     parser.add_argument("--finetune_epochs", type=int, default=2, help="fine-tuning epochs after pruning")
     parser.add_argument("--qat_epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--qat_lr", type=float, default=1e-4)
-    parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--rows", default=",".join(row_specs()), help="comma-separated, of " + ", ".join(row_specs()))
-    parser.add_argument("--markdown", metavar="PATH", help="write the table here (tools/results/bench_pipeline.md)")
-    parser.add_argument("--readme", metavar="README", help="replace the 'bench_pipeline' block of this README")
     args = parser.parse_args(argv)
     names = [n for n in args.rows.split(",") if n]
     unknown = [n for n in names if n not in row_specs()]
     if unknown or not names:
         parser.error(f"unknown --rows {unknown}; use some of {', '.join(row_specs())}")
-    if not 0 < args.train < 10000 - args.eval + 1 or args.eval < 1:
-        parser.error("--train + --eval must fit in the 10,000 bundled MNIST images")
-    (x_train, y_train), (x_eval, y_eval) = load_mnist(train_size=10000 - args.eval)
-    data = (x_train[:args.train], y_train[:args.train], x_eval, y_eval)
+    data = mnist_data(parser, args)
     load_start = os.getloadavg()[0]
     rows = []
     for seed in range(args.seeds):
@@ -251,16 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
                   file=sys.stderr, flush=True)
     load = (load_start, os.getloadavg()[0])
     summary = summarize(rows)
-    text = markdown(summary, args, load)
-    print(text)
     result = {"rows": rows, "summary": summary, "load": load}
-    print(json.dumps(result))
-    if args.markdown:
-        write_atomic(args.markdown, text)
-    if args.readme:
-        replace_block(args.readme, "bench_pipeline", text)
-    return result
-
+    return publish(markdown(summary, args, load), result, args.markdown, args.readme, "bench_pipeline")
 
 if __name__ == "__main__":
     main()

@@ -34,10 +34,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from readme_block import replace_block, write_atomic  # noqa: E402
+from readme_block import publish  # noqa: E402
 import tfprune.quantization as tfq  # noqa: E402
 from tfprune.datasets import load_mnist  # noqa: E402
-from tfprune.interpreter import make_interpreter  # noqa: E402
+from tfprune.structured import recalibrate_batchnorm  # noqa: E402
+from tfprune.structured.timing import tflite_latency_ms, tflite_runner  # noqa: E402
 
 L = keras.layers
 CALIBRATION_SAMPLES = 256
@@ -86,23 +87,6 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int, seed: int
     return epoch_time(timer.times)
 
 
-def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> None:
-    """Sets every BatchNormalization layer's moving statistics to their average over `x`.
-
-    After a short training run the moving averages lag behind the weights (the convolutions before a
-    BatchNormalization keep growing), and the float model evaluates far below its training accuracy;
-    every row of the table starts from the recalibrated float weights.
-    """
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, L.BatchNormalization)]
-    momenta = [layer.momentum for layer in layers]
-    for step, start in enumerate(range(0, len(x), batch_size)):
-        for layer in layers:  # a running mean over batches: moving = k/(k+1) * moving + batch/(k+1)
-            layer.momentum = step / (step + 1.0)
-        model(x[start:start + batch_size], training=True)
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
-
-
 def float_tflite(model: keras.Model) -> bytes:
     with tempfile.TemporaryDirectory() as work:
         model.export(os.path.join(work, "m"), format="tf_saved_model", verbose=False)
@@ -126,44 +110,15 @@ def converter_ptq(model: keras.Model, x_calibration: np.ndarray) -> bytes:
             return converter.convert()
 
 
-class TFLiteRunner:
-    """A TFLite model on a fixed batch shape; quantizes int8 inputs and dequantizes int8 outputs."""
-
-    def __init__(self, data: bytes, batch_shape: tuple, threads: int = 1) -> None:
-        self.interpreter = make_interpreter(model_content=data, num_threads=threads)
-        self.input = self.interpreter.get_input_details()[0]
-        self.interpreter.resize_tensor_input(self.input["index"], list(batch_shape))
-        self.interpreter.allocate_tensors()
-        self.output = self.interpreter.get_output_details()[0]
-
-    def feed(self, x: np.ndarray) -> None:
-        if self.input["dtype"] == np.int8:
-            scale, zero = self.input["quantization"]
-            x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
-        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.feed(x)
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"])
-        if self.output["dtype"] == np.int8:
-            scale, zero = self.output["quantization"]
-            out = (out.astype(np.float32) - zero) * scale
-        return out
+def tflite_accuracy(data: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a TFLite classifier (float or int8 interface) on `x`, in one batch, 1 thread."""
+    return float(np.mean(tflite_runner(data, x, threads=1)().argmax(1) == y))
 
 
-def latency_ms(data: bytes, sample: np.ndarray, batch: int, repeats: int) -> float:
-    x = np.repeat(sample[:1], batch, axis=0)
-    runner = TFLiteRunner(data, x.shape, threads=1)
-    runner.feed(x)
-    for _ in range(3):
-        runner.interpreter.invoke()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        runner.interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def latencies_ms(data: bytes, x: np.ndarray, repeats: int) -> dict:
+    """TFLite latency, 1 thread, median: batch 1 over `repeats` calls, batch 32 over a quarter of them."""
+    return dict(b1_ms=tflite_latency_ms(data, x, 1, repeats),
+                b32_ms=tflite_latency_ms(data, x, 32, max(3, repeats // 4)))
 
 
 def zipped_bytes(data: bytes) -> int:
@@ -175,10 +130,8 @@ def zipped_bytes(data: bytes) -> int:
 
 
 def measure(name: str, data: bytes, x_eval: np.ndarray, y_eval: np.ndarray, repeats: int, **extra) -> dict:
-    accuracy = float(np.mean(TFLiteRunner(data, x_eval.shape)(x_eval).argmax(1) == y_eval))
-    return dict(name=name, accuracy=accuracy, raw_bytes=len(data), zip_bytes=zipped_bytes(data),
-                b1_ms=latency_ms(data, x_eval, 1, repeats), b32_ms=latency_ms(data, x_eval, 32, max(3, repeats // 4)),
-                **extra)
+    return dict(name=name, accuracy=tflite_accuracy(data, x_eval, y_eval), raw_bytes=len(data),
+                zip_bytes=zipped_bytes(data), **latencies_ms(data, x_eval, repeats), **extra)
 
 
 TFMOT_SCRIPT = r'''
@@ -242,7 +195,7 @@ def run_seed(seed: int, args: argparse.Namespace, data: tuple) -> list[dict]:
     keras.utils.set_random_seed(seed)
     model = compile_model(mnist_model(), args.lr)
     float_epoch = fit(model, x_train, y_train, args.epochs, seed)
-    recalibrate_batchnorm(model, x_train)
+    recalibrate_batchnorm(model, x_train, steps=None)  # the moving averages lag behind a short training run
     calibration = x_train[:CALIBRATION_SAMPLES]
     rows = [measure("float", float_tflite(model), x_eval, y_eval, args.repeats)]
     rows.append(measure("TFLite converter PTQ", converter_ptq(model, calibration), x_eval, y_eval, args.repeats))
@@ -280,7 +233,7 @@ def latency_models(names: list[str], repeats: int) -> list[dict]:
         plain = float_tflite(model)
         row = {"model": f"{name} {shape[0]}x{shape[1]}"}
         for label, data in (("float", plain), ("int8", int8)):
-            row[f"{label}_b1_ms"] = latency_ms(data, x, 1, repeats)
+            row[f"{label}_b1_ms"] = tflite_latency_ms(data, x, 1, repeats)
         row["speedup"] = row["float_b1_ms"] / row["int8_b1_ms"]
         rows.append(row)
     return rows
@@ -302,13 +255,18 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def verdict(target: str, met: bool, detail: str) -> str:
+    """A target's line in a benchmark's markdown: `- target: measured -> **met**` (or missed)."""
+    return f"- {target}: {detail} -> **{'met' if met else 'missed'}**"
+
+
 def verdicts(summary: list[dict], latency: list[dict]) -> list[str]:
     """One line per target of the quantization benchmark: the measured margin and met / missed."""
     rows = {r["name"]: r for r in summary}
     lines = []
 
     def say(target: str, met: bool, detail: str) -> None:
-        lines.append(f"- {target}: {detail} -> **{'met' if met else 'missed'}**")
+        lines.append(verdict(target, met, detail))
 
     float_acc = rows.get("float", {}).get("accuracy")
     qat = rows.get("tfprune QAT")
@@ -360,46 +318,49 @@ def markdown(summary: list[dict], latency: list[dict], args: argparse.Namespace,
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=3)
+def add_common_arguments(parser: argparse.ArgumentParser, seeds: int, block: str) -> None:
+    """The arguments of the MNIST int8 benchmarks: seeds, data sizes, float epochs, learning rates,
+    latency repeats, and where to write the table (`block`: the tool's name)."""
+    parser.add_argument("--seeds", type=int, default=seeds)
     parser.add_argument("--train", type=int, default=8000)
     parser.add_argument("--eval", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3, help="float training epochs")
-    parser.add_argument("--qat_epochs", type=int, default=2,
-                        help="QAT epochs (tfprune and tfmot); epoch times skip the first (tracing) epoch")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--qat_lr", type=float, default=1e-4)
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--markdown", metavar="PATH", help=f"write the table here (tools/results/{block}.md)")
+    parser.add_argument("--readme", metavar="README", help=f"replace the '{block}' block of this README")
+
+
+def mnist_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
+    """`(x_train, y_train, x_eval, y_eval)`: the first --train and the last --eval bundled MNIST images."""
+    if not 0 < args.train < 10000 - args.eval + 1 or args.eval < 1:
+        parser.error("--train + --eval must fit in the 10,000 bundled MNIST images")
+    (x_train, y_train), (x_eval, y_eval) = load_mnist(train_size=10000 - args.eval)
+    return x_train[:args.train], y_train[:args.train], x_eval, y_eval
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, seeds=3, block="bench_quantization")
+    parser.add_argument("--qat_epochs", type=int, default=2,
+                        help="QAT epochs (tfprune and tfmot); epoch times skip the first (tracing) epoch")
     parser.add_argument("--latency_models", default="mobilenet_v2,resnet56",
                         help=f"comma-separated, of {', '.join(LATENCY_MODELS)}; empty for none")
     parser.add_argument("--no_tfmot", dest="tfmot", action="store_false", help="skip the tfmot QAT row")
-    parser.add_argument("--markdown", metavar="PATH", help="write the table here (tools/results/bench_quantization.md)")
-    parser.add_argument("--readme", metavar="README", help="replace the 'bench_quantization' block of this README")
     args = parser.parse_args(argv)
     names = [n for n in args.latency_models.split(",") if n]
     unknown = [n for n in names if n not in LATENCY_MODELS]
     if unknown:
         parser.error(f"unknown --latency_models {unknown}; use some of {', '.join(LATENCY_MODELS)}")
-    if not 0 < args.train < 10000 - args.eval + 1 or args.eval < 1:
-        parser.error("--train + --eval must fit in the 10,000 bundled MNIST images")
-    (x_train, y_train), (x_eval, y_eval) = load_mnist(train_size=10000 - args.eval)
-    data = (x_train[:args.train], y_train[:args.train], x_eval, y_eval)
+    data = mnist_data(parser, args)
     load_start = os.getloadavg()[0]
     rows = [row for seed in range(args.seeds) for row in run_seed(seed, args, data)]
     latency = latency_models(names, args.repeats)
     load = (load_start, os.getloadavg()[0])
     summary = summarize(rows)
-    text = markdown(summary, latency, args, load)
-    print(text)
     result = {"rows": rows, "summary": summary, "latency": latency, "load": load}
-    print(json.dumps(result))
-    if args.markdown:
-        write_atomic(args.markdown, text)
-    if args.readme:
-        replace_block(args.readme, "bench_quantization", text)
-    return result
-
+    return publish(markdown(summary, latency, args, load), result, args.markdown, args.readme, "bench_quantization")
 
 if __name__ == "__main__":
     main()

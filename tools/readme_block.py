@@ -8,6 +8,7 @@ A benchmark owns the README text between `<!-- NAME:begin -->` and `<!-- NAME:en
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -40,3 +41,15 @@ def replace_block(readme: str, name: str, text: str) -> None:
     head, rest = content.split(begin)
     _, tail = rest.split(end)
     write_atomic(readme, f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
+
+
+def publish(text: str, result: dict, markdown: str | None, readme: str | None, block: str) -> dict:
+    """Print a benchmark's markdown `text` and its `result` as one JSON line; write the text to `markdown`
+    and into the `block` of `readme` when given. Returns `result`."""
+    print(text)
+    print(json.dumps(result))
+    if markdown:
+        write_atomic(markdown, text)
+    if readme:
+        replace_block(readme, block, text)
+    return result

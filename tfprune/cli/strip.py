@@ -8,14 +8,15 @@ Example:
 
 The newest checkpoint (`.keras`, a TensorFlow checkpoint with `model.json` beside it, or a
 tfmot-pruned tf_keras `.h5`) is loaded, masks are folded into the weights, every mask, threshold
-and step variable is removed, and the model is written as .keras, a SavedModel directory, TFLite
-TFLite with dynamic-range quantization (`tflite_dynamic_int8`, earlier name `tflite_int8`: int8 weights
-with float activations, smaller but on x86 often slower than float: MobileNetV2, 1 thread, batch 1
-measured 9.3 ms against 6.2 ms float), or full-integer TFLite of a quantize-aware checkpoint
-(`tflite_full_int8`, 3.9 ms there). A pruned float checkpoint becomes full integer with
---representative_data calib.npy (or a directory of .npy files) and --calibration
-minmax|percentile|entropy|mse (post-training calibration). A size and sparsity report is printed
-(--json: one JSON object).
+and step variable is removed, and the model is written as .keras (`keras`), a SavedModel directory
+(`saved_model`), float TFLite (`tflite`), TFLite with dynamic-range quantization
+(`tflite_dynamic_int8`, earlier name `tflite_int8`: int8 weights with float activations, smaller but
+on x86 often slower than float: MobileNetV2, 1 thread, batch 1 measured 9.3 ms against 6.2 ms float),
+or full-integer TFLite of a quantize-aware checkpoint (`tflite_full_int8`, 3.9 ms there). A pruned
+float checkpoint becomes full integer too: --output_format tflite_full_int8 with --representative_data
+calib.npy (or a directory of .npy files) calibrates it after stripping, with --calibration
+minmax (default), percentile, entropy or mse. A size and sparsity report is printed (--json: one
+JSON object).
 
 Exit codes: 0 success, 2 usage error (bad or missing argument or input, existing output without
 --overwrite), 1 failure while loading, converting or writing. Errors are one line on stderr; the

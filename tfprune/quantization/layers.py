@@ -92,8 +92,54 @@ class _QuantizedActivation:
         return self.quantizer(self.activation(x), self.training, self.variables)
 
 
+class QuantizeWrapperBase(keras.layers.Wrapper):
+    """What the quantize-aware wrappers share: `layer` (or its config), the name `quant_<layer>`,
+    `quantize_output`, the output quantizers and their variables, and the (de)serialization of `layer`.
+
+    A subclass builds `layer` with `_build_layer`, its output ranges with `_build_output_quantizers`
+    and applies them with `_quantize_outputs`.
+
+    Example:
+        >>> class QuantizeScale(QuantizeWrapperBase):
+        ...     def build(self, input_shape):
+        ...         self._build_layer(input_shape)
+        ...         self._build_output_quantizers([MovingAverageQuantizer()])
+        ...     def call(self, inputs, training=None):
+        ...         return self._quantize_outputs(self.layer(inputs) * 2.0, bool(training))
+    """
+
+    def __init__(self, layer: keras.layers.Layer | dict, quantize_output: bool = True, **kwargs: Any) -> None:
+        if isinstance(layer, dict):
+            layer = keras.layers.deserialize(layer)
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.quantize_output = bool(quantize_output)
+
+    def _build_layer(self, input_shape: Any) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def _build_output_quantizers(self, quantizers: list) -> None:
+        """Keeps `quantizers` (none without `quantize_output`) and builds a variable set for each."""
+        self.output_quantizers = quantizers if self.quantize_output else []
+        self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
+                            for i, q in enumerate(self.output_quantizers)]
+
+    def _quantize_outputs(self, outputs: Any, training: bool) -> Any:
+        return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), quantize_output=self.quantize_output)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "QuantizeWrapperBase":
+        config = dict(config)
+        config["layer"] = keras.layers.deserialize(config["layer"])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantizeWrapper(keras.layers.Wrapper):
+class QuantizeWrapper(QuantizeWrapperBase):
     """Runs `layer` with the weights, activations and outputs `quantize_config` quantizes.
 
     Args:
@@ -109,27 +155,20 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     def __init__(self, layer: keras.layers.Layer, quantize_config: QuantizeConfig | dict,
                  quantize_output: bool = True, **kwargs: Any) -> None:
-        if isinstance(layer, dict):
-            layer = keras.layers.deserialize(layer)
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, quantize_output, **kwargs)
         quantize_config = _deserialize(quantize_config)
         if not isinstance(quantize_config, QuantizeConfig):
             raise TypeError(f"`quantize_config` must be a QuantizeConfig; received {type(quantize_config).__name__}.")
         self.quantize_config = quantize_config
-        self.quantize_output = bool(quantize_output)
 
     def build(self, input_shape: Any) -> None:
-        if not self.layer.built:
-            self.layer.build(input_shape)
+        self._build_layer(input_shape)
         config = self.quantize_config
         self.weight_vars = [q.build(w.shape, f"{self.layer.name}_weight{i}", self)
                             for i, (w, q) in enumerate(config.get_weights_and_quantizers(self.layer))]
         self.activation_vars = [q.build(None, f"{self.layer.name}_activation{i}", self)
                                 for i, (_, q) in enumerate(config.get_activations_and_quantizers(self.layer))]
-        self.output_quantizers = config.get_output_quantizers(self.layer) if self.quantize_output else []
-        self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
-                            for i, q in enumerate(self.output_quantizers)]
+        self._build_output_quantizers(config.get_output_quantizers(self.layer))
         self.built = True
 
     def call(self, inputs: Any, training: Any = None, **kwargs: Any) -> Any:
@@ -148,21 +187,14 @@ class QuantizeWrapper(keras.layers.Wrapper):
         finally:
             config.set_quantize_weights(self.layer, originals)
             config.set_quantize_activations(self.layer, original_activations)
-        return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)
+        return self._quantize_outputs(outputs, training)
 
     def get_config(self) -> dict:
-        return dict(super().get_config(), quantize_config=_serialize(self.quantize_config),
-                    quantize_output=self.quantize_output)
-
-    @classmethod
-    def from_config(cls, config: dict) -> "QuantizeWrapper":
-        config = dict(config)
-        config["layer"] = keras.layers.deserialize(config["layer"])
-        return cls(**config)
+        return dict(super().get_config(), quantize_config=_serialize(self.quantize_config))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
+class QuantizeFoldedBatchNorm(QuantizeWrapperBase):
     """`layer` (Conv/DepthwiseConv/Dense, linear activation) followed by `batchnorm`, folded as TFLite folds them.
 
     Args:
@@ -181,32 +213,24 @@ class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
     def __init__(self, layer: keras.layers.Layer, batchnorm: keras.layers.Layer, quantize_config: Any,
                  fold: FoldSpec | dict | None = None, freeze_bn_delay: int | None = None,
                  quantize_output: bool = True, **kwargs: Any) -> None:
-        if isinstance(layer, dict):
-            layer = keras.layers.deserialize(layer)
         if isinstance(batchnorm, dict):
             batchnorm = keras.layers.deserialize(batchnorm)
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, quantize_output, **kwargs)
         self.batchnorm = batchnorm
         self.quantize_config = _deserialize(quantize_config)
         self.fold = FoldSpec(**fold) if isinstance(fold, dict) else (fold or FoldSpec())
         if freeze_bn_delay is not None and (isinstance(freeze_bn_delay, bool) or int(freeze_bn_delay) < 0):
             raise ValueError(f"`freeze_bn_delay` must be None or an int >= 0; received {freeze_bn_delay!r}.")
         self.freeze_bn_delay = None if freeze_bn_delay is None else int(freeze_bn_delay)
-        self.quantize_output = bool(quantize_output)
 
     def build(self, input_shape: Any) -> None:
-        if not self.layer.built:
-            self.layer.build(input_shape)
+        self._build_layer(input_shape)
         if not self.batchnorm.built:
             self.batchnorm.build(self.layer.compute_output_shape(input_shape))
         (kernel, quantizer), = self.quantize_config.get_weights_and_quantizers(self.layer)[:1]
         self.kernel_quantizer = quantizer
         self.kernel_vars = quantizer.build(kernel.shape, f"{self.layer.name}_weight0", self)
-        self.output_quantizers = (self.quantize_config.get_output_quantizers(self.layer)
-                                  if self.quantize_output else [])
-        self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
-                            for i, q in enumerate(self.output_quantizers)]
+        self._build_output_quantizers(self.quantize_config.get_output_quantizers(self.layer))
         self.bn_step = self.add_weight(name="bn_step", shape=(), dtype="int64", trainable=False,
                                        initializer="zeros")
         self.built = True
@@ -255,7 +279,7 @@ class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
         outputs = self._linear(inputs, self.kernel_quantizer(kernel, training, self.kernel_vars)) + bias
         if self.layer.activation is not None:
             outputs = self.layer.activation(outputs)
-        return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)
+        return self._quantize_outputs(outputs, training)
 
     def _training_statistics(self, inputs: Any, moving_mean: Any, moving_variance: Any) -> tuple[Any, Any]:
         """Batch statistics of the unfolded layer (updating the moving ones) until `freeze_bn_delay`
@@ -290,18 +314,17 @@ class QuantizeFoldedBatchNorm(keras.layers.Wrapper):
 
         return dict(super().get_config(), batchnorm=keras.layers.serialize(self.batchnorm),
                     quantize_config=_serialize(self.quantize_config), fold=dataclasses.asdict(self.fold),
-                    freeze_bn_delay=self.freeze_bn_delay, quantize_output=self.quantize_output)
+                    freeze_bn_delay=self.freeze_bn_delay)
 
     @classmethod
     def from_config(cls, config: dict) -> "QuantizeFoldedBatchNorm":
         config = dict(config)
-        config["layer"] = keras.layers.deserialize(config["layer"])
         config["batchnorm"] = keras.layers.deserialize(config["batchnorm"])
-        return cls(**config)
+        return super().from_config(config)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantizeSeparableConv(keras.layers.Wrapper):
+class QuantizeSeparableConv(QuantizeWrapperBase):
     """SeparableConv1D/2D as TFLite runs it: a depthwise convolution, a quantized tensor, a 1x1 convolution.
 
     The depthwise kernel is quantized per (input x multiplier) channel, the pointwise kernel per
@@ -314,18 +337,13 @@ class QuantizeSeparableConv(keras.layers.Wrapper):
 
     def __init__(self, layer: keras.layers.Layer, quantize_config: Any, quantize_output: bool = True,
                  **kwargs: Any) -> None:
-        if isinstance(layer, dict):
-            layer = keras.layers.deserialize(layer)
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, quantize_output, **kwargs)
         self.quantize_config = _deserialize(quantize_config)
-        self.quantize_output = bool(quantize_output)
 
     def build(self, input_shape: Any) -> None:
         from tfprune.quantization.quantizers import LastValueQuantizer
 
-        if not self.layer.built:
-            self.layer.build(input_shape)
+        self._build_layer(input_shape)
         depthwise = self.quantize_config.weight_quantizer
         self.depthwise_quantizer = depthwise
         if hasattr(depthwise, "with_channel_dims"):
@@ -342,9 +360,7 @@ class QuantizeSeparableConv(keras.layers.Wrapper):
         before = getattr(self.quantize_config, "activation_input_quantizer", None)
         self.activation_input_vars = (None if before is None
                                       else before.build(None, f"{self.layer.name}_activation0", self))
-        self.output_quantizers = self.quantize_config.get_output_quantizers(self.layer) if self.quantize_output else []
-        self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
-                            for i, q in enumerate(self.output_quantizers)]
+        self._build_output_quantizers(self.quantize_config.get_output_quantizers(self.layer))
         self.built = True
 
     def call(self, inputs: Any, training: Any = None) -> Any:
@@ -364,17 +380,10 @@ class QuantizeSeparableConv(keras.layers.Wrapper):
             outputs = self.quantize_config.activation_input_quantizer(outputs, training, self.activation_input_vars)
         if layer.activation is not None:
             outputs = layer.activation(outputs)
-        return _apply_output_quantizers(outputs, self.output_quantizers, self.output_vars, training)
+        return self._quantize_outputs(outputs, training)
 
     def get_config(self) -> dict:
-        return dict(super().get_config(), quantize_config=_serialize(self.quantize_config),
-                    quantize_output=self.quantize_output)
-
-    @classmethod
-    def from_config(cls, config: dict) -> "QuantizeSeparableConv":
-        config = dict(config)
-        config["layer"] = keras.layers.deserialize(config["layer"])
-        return cls(**config)
+        return dict(super().get_config(), quantize_config=_serialize(self.quantize_config))
 
 
 def weight_quantizer_slots(layer: Any) -> list[tuple[Any, Quantizer, dict]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 
+from tfprune.quantization.layers import QuantizeWrapperBase
 from tfprune.quantization.quantizers import LastValueQuantizer, MovingAverageQuantizer
 
 _PACKAGE = "tfprune"
@@ -41,8 +42,36 @@ def _kind(layer: Any) -> str:
     return "layer" if isinstance(layer, keras.layers.LayerNormalization) else "rms"
 
 
+class _QuantizeOpChain(QuantizeWrapperBase):
+    """A layer TFLite runs as a chain of per-tensor int8 ops: a learned range on each intermediate tensor
+    the subclass names (`_build_ranges`, `_range_variables`), per-tensor 8-bit weights, one output range.
+    """
+
+    def build(self, input_shape: Any) -> None:
+        self._build_layer(input_shape)
+        self.tensor_quantizer = MovingAverageQuantizer()
+        self._build_ranges(input_shape)
+        self._build_output_quantizers([MovingAverageQuantizer()])
+        self.weight_quantizer = LastValueQuantizer(8, per_axis=False, symmetric=True, narrow_range=True)
+        self.built = True
+
+    def _build_ranges(self, input_shape: Any) -> None:
+        raise NotImplementedError
+
+    def _range_variables(self) -> list[dict]:
+        raise NotImplementedError
+
+    def activation_quantizer_pairs(self) -> list[tuple[MovingAverageQuantizer, dict]]:
+        """`(quantizer, variables)` of every learned range (for calibration)."""
+        pairs = [(self.tensor_quantizer, v) for v in self._range_variables()]
+        return pairs + list(zip(self.output_quantizers, self.output_vars))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantizeNormalization(keras.layers.Wrapper):
+class QuantizeNormalization(_QuantizeOpChain):
     """A last-axis LayerNormalization/RMSNormalization computed as TFLite's int8 op chain, with ranges.
 
     Args:
@@ -54,28 +83,19 @@ class QuantizeNormalization(keras.layers.Wrapper):
     """
 
     def __init__(self, layer: keras.layers.Layer, quantize_output: bool = True, **kwargs: Any) -> None:
-        if isinstance(layer, dict):
-            layer = keras.layers.deserialize(layer)
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
-        self.quantize_output = bool(quantize_output)
-        self.kind = _kind(layer)
+        super().__init__(layer, quantize_output, **kwargs)
+        self.kind = _kind(self.layer)
 
     def _ratio(self, channels: Any) -> float:
         size = getattr(self.layer, "normalized_size", None) or channels
         return float(channels) / float(size)
 
-    def build(self, input_shape: Any) -> None:
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self.tensor_quantizer = MovingAverageQuantizer()
+    def _build_ranges(self, input_shape: Any) -> None:
         self.tensor_vars = {name: self.tensor_quantizer.build(None, f"{self.layer.name}_{name}", self)
                             for name in self._tensor_names(self._ratio(input_shape[-1]))}
-        self.output_quantizers = [MovingAverageQuantizer()] if self.quantize_output else []
-        self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
-                            for i, q in enumerate(self.output_quantizers)]
-        self.weight_quantizer = LastValueQuantizer(8, per_axis=False, symmetric=True, narrow_range=True)
-        self.built = True
+
+    def _range_variables(self) -> list[dict]:
+        return list(self.tensor_vars.values())
 
     def _tensor_names(self, ratio: float) -> list[str]:
         """The intermediate tensors that get a range, in computation order."""
@@ -91,11 +111,6 @@ class QuantizeNormalization(keras.layers.Wrapper):
 
     def _q(self, name: str, value: Any, training: bool) -> Any:
         return self.tensor_quantizer(value, training, self.tensor_vars[name])
-
-    def activation_quantizer_pairs(self) -> list[tuple[MovingAverageQuantizer, dict]]:
-        """`(quantizer, variables)` of every learned range (for calibration)."""
-        pairs = [(self.tensor_quantizer, v) for v in self.tensor_vars.values()]
-        return pairs + list(zip(self.output_quantizers, self.output_vars))
 
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
         import tensorflow as tf
@@ -133,25 +148,11 @@ class QuantizeNormalization(keras.layers.Wrapper):
                 outputs = q("scaled", outputs)
         if beta is not None:
             outputs = outputs + self.weight_quantizer(beta, training, {})
-        for quantizer, variables in zip(self.output_quantizers, self.output_vars):
-            outputs = quantizer(outputs, training, variables)
-        return outputs
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
-    def get_config(self) -> dict:
-        return dict(super().get_config(), quantize_output=self.quantize_output)
-
-    @classmethod
-    def from_config(cls, config: dict) -> "QuantizeNormalization":
-        config = dict(config)
-        config["layer"] = keras.layers.deserialize(config["layer"])
-        return cls(**config)
+        return self._quantize_outputs(outputs, training)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantizeBatchNormalization(keras.layers.Wrapper):
+class QuantizeBatchNormalization(_QuantizeOpChain):
     """A BatchNormalization that cannot fold into a producer (after an activation, after an Add...), as TFLite
     runs it: `x * a` (MUL, a range on its output) then `+ b` (ADD), with `a = gamma / sqrt(var + eps)` and
     `b = beta - mean * a` quantized per tensor. Training normalises with the batch statistics (updating
@@ -161,27 +162,11 @@ class QuantizeBatchNormalization(keras.layers.Wrapper):
         >>> QuantizeBatchNormalization(keras.layers.BatchNormalization())
     """
 
-    def __init__(self, layer: keras.layers.Layer, quantize_output: bool = True, **kwargs: Any) -> None:
-        if isinstance(layer, dict):
-            layer = keras.layers.deserialize(layer)
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
-        self.quantize_output = bool(quantize_output)
-
-    def build(self, input_shape: Any) -> None:
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self.tensor_quantizer = MovingAverageQuantizer()
+    def _build_ranges(self, input_shape: Any) -> None:
         self.scaled_vars = self.tensor_quantizer.build(None, f"{self.layer.name}_scaled", self)
-        self.output_quantizers = [MovingAverageQuantizer()] if self.quantize_output else []
-        self.output_vars = [q.build(None, f"{self.layer.name}_output{i}", self)
-                            for i, q in enumerate(self.output_quantizers)]
-        self.weight_quantizer = LastValueQuantizer(8, per_axis=False, symmetric=True, narrow_range=True)
-        self.built = True
 
-    def activation_quantizer_pairs(self) -> list[tuple[MovingAverageQuantizer, dict]]:
-        """`(quantizer, variables)` of every learned range (for calibration)."""
-        return [(self.tensor_quantizer, self.scaled_vars)] + list(zip(self.output_quantizers, self.output_vars))
+    def _range_variables(self) -> list[dict]:
+        return [self.scaled_vars]
 
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
         import tensorflow as tf
@@ -203,21 +188,7 @@ class QuantizeBatchNormalization(keras.layers.Wrapper):
             offset = offset + bn.beta
         outputs = self.tensor_quantizer(x * self.weight_quantizer(scale, training, {}), training, self.scaled_vars)
         outputs = outputs + self.weight_quantizer(offset, training, {})
-        for quantizer, variables in zip(self.output_quantizers, self.output_vars):
-            outputs = quantizer(outputs, training, variables)
-        return outputs
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
-    def get_config(self) -> dict:
-        return dict(super().get_config(), quantize_output=self.quantize_output)
-
-    @classmethod
-    def from_config(cls, config: dict) -> "QuantizeBatchNormalization":
-        config = dict(config)
-        config["layer"] = keras.layers.deserialize(config["layer"])
-        return cls(**config)
+        return self._quantize_outputs(outputs, training)
 
 
 __all__ = ["QuantizeBatchNormalization", "QuantizeNormalization", "is_normalization"]

@@ -21,35 +21,41 @@ import numpy as np
 from tfprune.keras_graph import find_layers
 
 
-def batches(data: Any, steps: int, batch_size: int = 64) -> Iterator[Any]:
-    """Up to `steps` input batches from an array, an (x, y) tuple, a tf.data.Dataset or an iterable."""
+def batches(data: Any, steps: int | None, batch_size: int = 64) -> Iterator[Any]:
+    """Up to `steps` (None: all) input batches from an array, an (x, y) tuple, a tf.data.Dataset or an iterable."""
     if isinstance(data, tuple) and len(data) in (2, 3) and hasattr(data[0], "shape"):
         data = data[0]
     if isinstance(data, dict) or hasattr(data, "shape"):
         n = len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
         for step, start in enumerate(range(0, n, batch_size)):
-            if step >= steps:
+            if steps is not None and step >= steps:
                 return
             yield ({k: v[start:start + batch_size] for k, v in data.items()} if isinstance(data, dict)
                    else data[start:start + batch_size])
         return
     for step, batch in enumerate(data):
-        if step >= steps:
+        if steps is not None and step >= steps:
             return
         if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
             batch = batch[0]
         yield batch
 
 
-def recalibrate_batchnorm(model: keras.Model, data: Any, steps: int = 10, batch_size: int = 64) -> keras.Model:
+def recalibrate_batchnorm(model: keras.Model, data: Any, steps: int | None = 10,
+                          batch_size: int = 64) -> keras.Model:
     """Replace the moving statistics of every BatchNormalization of `model` (in place) by their
-    average over `steps` batches of `data` (array, (x, y), tf.data.Dataset or iterable of batches).
+    average over `steps` batches of `data` (array, (x, y), tf.data.Dataset or iterable of batches);
+    `steps=None` uses every batch of `data` (a finite one).
+
+    The same mends a model after a short training run, whose moving averages lag behind its weights
+    (the layers before a BatchNormalization keep changing): recalibrate it on its training data.
 
     Example:
         >>> recalibrate_batchnorm(pruned, x_calib, steps=4)
+        >>> recalibrate_batchnorm(model, x_train, steps=None)    # all of x_train, 64 at a time
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, received {steps!r}.")
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive int or None (every batch), received {steps!r}.")
     bns = find_layers(model, keras.layers.BatchNormalization)
     if not bns:
         return model

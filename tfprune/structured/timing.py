@@ -1,11 +1,15 @@
 """Timing a model on CPU: a call of a Keras model in TensorFlow (traced tf.function) or in the
 TFLite interpreter (XNNPACK), and the median wall time of repeated, alternating calls.
 
+TFLite models with int8/uint8 inputs get their input quantized with the input tensor's scale and zero
+point, and int8/uint8 outputs are dequantized, so a full-integer model runs on float data.
+
 Shared by `structured.LatencyTable` and the benchmarks in `tools/`.
 
 Example:
     >>> x = example_batch(model, 1)
     >>> ms = paired_median_ms([make_runner("tflite", model, x, threads=1)], repeats=20)
+    >>> b1, b32 = (tflite_latency_ms(int8_flatbuffer, x_eval, batch, repeats=50) for batch in (1, 32))
 """
 
 from __future__ import annotations
@@ -53,13 +57,34 @@ def tf_runner(model: Any, x: np.ndarray, xla: bool = False, io: bool = True) -> 
     return lambda: fn(tensor).numpy()
 
 
+def _quantized(x: np.ndarray, detail: dict) -> np.ndarray:
+    """`x` as the interpreter's input tensor takes it: quantized with its scale and zero point when it is
+    int8/uint8, else in the tensor's dtype (the same array when it has it already)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype not in (np.int8, np.uint8):
+        return np.asarray(x, dtype=dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _dequantized(y: np.ndarray, detail: dict) -> np.ndarray:
+    """An int8/uint8 output tensor's values as floats (others unchanged)."""
+    if np.dtype(detail["dtype"]) not in (np.int8, np.uint8):
+        return y
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
+
+
 def tflite_runner(model: Any, x: np.ndarray, threads: int | None = None, io: bool = True) -> Callable[[], Any]:
     """A call of `model` (a Keras model or a TFLite flatbuffer) through the TFLite interpreter (default
-    XNNPACK delegate, `threads` threads) on the batch `x`; `io=False` times `invoke()` alone (the input
-    is set once, the output not read).
+    XNNPACK delegate, `threads` threads, default all cores) on the batch `x`; an int8/uint8 input gets
+    `x` quantized (once), an int8/uint8 output is returned dequantized. `io=False` times `invoke()`
+    alone (the input is set once, the output not read).
 
     Example:
         >>> run = tflite_runner(model, x, threads=1); y = run()
+        >>> logits = tflite_runner(to_tflite(qat, inference_input_type=tf.int8), x_eval, threads=1)()
     """
     from tfprune.interpreter import make_interpreter
 
@@ -72,15 +97,16 @@ def tflite_runner(model: Any, x: np.ndarray, threads: int | None = None, io: boo
         interpreter.resize_tensor_input(detail["index"], x.shape, strict=False)
     interpreter.allocate_tensors()
     input_index = detail["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+    output = interpreter.get_output_details()[0]
+    value = _quantized(x, detail)
     if not io:
-        interpreter.set_tensor(input_index, x)
+        interpreter.set_tensor(input_index, value)
         return interpreter.invoke
 
     def run() -> np.ndarray:
-        interpreter.set_tensor(input_index, x)
+        interpreter.set_tensor(input_index, value)
         interpreter.invoke()
-        return interpreter.get_tensor(output_index)
+        return _dequantized(interpreter.get_tensor(output["index"]), output)
 
     return run
 
@@ -118,6 +144,30 @@ def paired_median_ms(runners: Sequence[Callable[[], Any]], repeats: int, warmup:
             run()
             bucket.append(clock() - start)
     return [1000 * STATISTICS[stat](bucket) for bucket in times]
+
+
+def tflite_latency_ms(model: Any, sample: np.ndarray, batch: int = 1, repeats: int = 100, threads: int = 1,
+                      warmup: int = 3, stat: str = "median",
+                      clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median (or `stat`) wall time in ms of one TFLite `invoke()` of `model` (a Keras model or a
+    flatbuffer, float or full integer) on `batch` copies of `sample[0]`, with `threads` threads, over
+    `repeats` calls after `warmup` untimed ones; the input is set once and the output not read.
+
+    Example:
+        >>> b1 = tflite_latency_ms(data, x_eval, batch=1, repeats=100)
+        >>> b32 = tflite_latency_ms(data, x_eval, batch=32, repeats=25)
+    """
+    for name, value, least in (("batch", batch, 1), ("repeats", repeats, 1), ("threads", threads, 1),
+                               ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"`{name}` must be an int >= {least}; received {value!r}.")
+    if stat not in STATISTICS:
+        raise ValueError(f"`stat` must be one of {sorted(STATISTICS)}; received {stat!r}.")
+    if len(sample) == 0:
+        raise ValueError("`sample` is empty. Fix: pass at least one input, e.g. x_eval[:1].")
+    x = np.repeat(np.asarray(sample)[:1], batch, axis=0)
+    run = tflite_runner(model, x, threads=threads, io=False)
+    return paired_median_ms([run], repeats, warmup=warmup, stat=stat, clock=clock)[0]
 
 
 def example_batch(model: Any, batch: int, seed: int = 0) -> np.ndarray:
