@@ -105,7 +105,8 @@ def deploy(dense: keras.Model, run: dict, data: tuple) -> list[dict]:
 
     Writes `<output_dir>/tflite/{float,pruned_80,pruned_80_int8}.tflite`; each row has the label, the
     file, the TFLite interpreter's accuracy on the eval images, raw and zipped bytes, and the median
-    latency in ms (1 thread, batch 1; the three models take turns, `--latency_repeats` calls each).
+    time of one `invoke()` in ms (1 thread, batch 1; the three models take turns, `--latency_repeats`
+    calls each).
     """
     (x_train, y_train), (x_eval, y_eval) = data
     print(f"\n== Deployment: '{run['name']}' -> int8 pruning-preserving QAT ({FLAGS.qat_epochs} epoch(s)) "
@@ -129,7 +130,7 @@ def deploy(dense: keras.Model, run: dict, data: tuple) -> list[dict]:
         rows.append({"model": label, "path": path, "format": fmt,
                      "accuracy": round(float((logits.argmax(-1) == y_eval).mean()), 4),
                      "raw_bytes": sizes["raw_bytes"], "zip_bytes": sizes["zip_bytes"]})
-        runners.append(tflite_runner(content, x_eval[:1], threads=1))
+        runners.append(tflite_runner(content, x_eval[:1], threads=1, io=False))  # times invoke() alone
     for row, ms in zip(rows, paired_median_ms(runners, repeats=FLAGS.latency_repeats)):
         row["latency_ms"] = round(ms, 4)
     return rows
