@@ -37,8 +37,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_output", "Where TensorBoard logs and checkpoints go.")
 flags.DEFINE_integer("dense_epochs", 4, "Epochs of dense training.")
 flags.DEFINE_integer("prune_epochs", 5, "Epochs of pruning (fine-tuning) per run.")
-flags.DEFINE_integer("qat_epochs", 1, "Epochs of pruning-preserving quantization-aware training of the 80% model.")
-flags.DEFINE_integer("latency_repeats", 200, "Timed TFLite calls per model (1 thread, batch 1; median).")
+flags.DEFINE_integer("qat_epochs", 1, "Epochs of pruning-preserving quantization-aware training of the 80% model.",
+                     lower_bound=1)
+flags.DEFINE_integer("latency_repeats", 200, "Timed TFLite calls per model (1 thread, batch 1; median).",
+                     lower_bound=1)
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_enum("data", "bundled", ["bundled", "keras"], "MNIST source: bundled copy, or keras.datasets (network).")
 
@@ -107,6 +109,10 @@ def deploy(dense: keras.Model, run: dict, data: tuple) -> list[dict]:
     file, the TFLite interpreter's accuracy on the eval images, raw and zipped bytes, and the median
     time of one `invoke()` in ms (1 thread, batch 1; the three models take turns, `--latency_repeats`
     calls each).
+
+    Example:
+        >>> rows = deploy(dense, prune_run("polynomial_80", dense, data, pruning_schedule=schedule), data)
+        >>> print(format_deployment_table(rows))
     """
     (x_train, y_train), (x_eval, y_eval) = data
     print(f"\n== Deployment: '{run['name']}' -> int8 pruning-preserving QAT ({FLAGS.qat_epochs} epoch(s)) "
@@ -137,7 +143,11 @@ def deploy(dense: keras.Model, run: dict, data: tuple) -> list[dict]:
 
 
 def format_deployment_table(rows: list[dict]) -> str:
-    """The closing table of the demo: one line per model (see `deploy`)."""
+    """The closing table of the demo: one line per model (see `deploy`).
+
+    Example:
+        >>> print(format_deployment_table(deploy(dense, run, data)))
+    """
     base = rows[0]["zip_bytes"]
     lines = [f"{'model':<20} {'TFLite accuracy':>15} {'raw bytes':>11} {'zip bytes':>11} {'zip vs float':>12} "
              f"{'latency ms (1 thread, batch 1)':>31}"]
