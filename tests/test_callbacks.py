@@ -1,9 +1,9 @@
-"""PruningSummaries writes the logged values; the demo runs end to end."""
+"""PruningSummaries writes the logged values; the demo runs end to end, deployment table included."""
 
 import glob
+import json
 import os
 import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -12,6 +12,9 @@ import tensorflow as tf
 
 import tfprune
 from tests.helpers import classification_data, small_cnn
+from tests.test_quiet_cli import NOISE, _command, _env
+from tests.tflite_int8 import WEIGHT_OPS, int8_kernels
+from tfprune.interpreter import make_interpreter
 
 
 def _read_scalars(log_dir):
@@ -64,22 +67,63 @@ def test_summaries_bad_arguments():
         model.fit(x, np.zeros((8, 4)), verbose=0, callbacks=[tfprune.PruningSummaries("/tmp/never")])
 
 
+def _float_kernels(path):
+    """`(op name, float kernel)` of every conv / fully-connected op of a float TFLite file, in graph order."""
+    interpreter = make_interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in WEIGHT_OPS:
+            found.append((op["op_name"], interpreter.get_tensor(int(op["inputs"][1])).copy()))
+    return found
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
+    # As `make demo` runs it (the `tfprune-demo` console script), TF_CPP_MIN_LOG_LEVEL unset: quiet to the end.
     result = subprocess.run(
-        [sys.executable, "-m", "tfprune.demo", f"--output_dir={out}", "--dense_epochs=1", "--prune_epochs=2"],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        _command("demo") + [f"--output_dir={out}", "--dense_epochs=1", "--prune_epochs=2", "--latency_repeats=20"],
+        capture_output=True, text=True, timeout=600, env=_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == "" and not NOISE.search(result.stdout), (result.stderr + result.stdout)[-3000:]
     assert "dense accuracy" in result.stdout and "polynomial_80" in result.stdout
     assert glob.glob(str(out / "checkpoints" / "polynomial_80" / "ckpt-02.keras"))
     assert glob.glob(str(out / "logs" / "contrib_hparams_50" / "events.out.tfevents.*"))
     summary = [line for line in result.stdout.splitlines() if line.startswith("{")][-1]
-    import json
-
     values = json.loads(summary)
     assert values["dense_accuracy"] > 0.9
+
+    # The closing table: one row per model, after its heading, just before the JSON line.
+    lines = result.stdout.splitlines()
+    start = lines.index("== Deployment: the TFLite models of the float, 80% pruned and 80% pruned + int8 CNN ==")
+    table = lines[start + 1:]
+    assert table[0].split()[:2] == ["model", "TFLite"]
+    labels = ["float", "pruned 80%", "pruned 80% + int8"]
+    for label, line in zip(labels, table[2:5]):
+        assert line.startswith(label + " "), line
+        assert line[len(label):].split()[0].replace(".", "").isdigit(), line  # the accuracy comes next
+    rows = {r["model"]: r for r in json.loads((out / "deployment.json").read_text())["rows"]}
+    assert list(rows) == labels and values["deployment"] == {
+        k: {f: r[f] for f in ("accuracy", "raw_bytes", "zip_bytes", "latency_ms")} for k, r in rows.items()}
+    assert not [p for p in os.listdir(out / "tflite") if p.startswith(".")]  # no temporary files left
+    pruned, int8 = rows["pruned 80%"], rows["pruned 80% + int8"]
+    assert pruned["accuracy"] > 0.85 and abs(int8["accuracy"] - pruned["accuracy"]) <= 0.02, rows
+    assert pruned["raw_bytes"] == rows["float"]["raw_bytes"]  # the zeros are still stored as floats
+    assert pruned["zip_bytes"] < rows["float"]["zip_bytes"] / 2 and int8["raw_bytes"] < pruned["raw_bytes"] / 3
+    assert all(r["latency_ms"] > 0 for r in rows.values())
+    assert float(table[2:5][2].split()[-1]) == pytest.approx(int8["latency_ms"], abs=6e-4)
+
+    # The int8 kernels, read back from the interpreter, are 0 wherever the pruned float kernels are.
+    floats, ints = _float_kernels(pruned["path"]), int8_kernels(open(int8["path"], "rb").read())
+    assert [op for op, _ in floats] == [op for op, _, _ in ints] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED",
+                                                                    "FULLY_CONNECTED"]
+    for (op, kernel), (_, quantized, _) in zip(floats, ints):
+        assert kernel.shape == quantized.shape, op
+        assert np.mean(kernel == 0) > 0.75, op
+        assert np.all(quantized[kernel == 0] == 0), op
+        assert np.mean(quantized == 0) - np.mean(kernel == 0) < 0.01, op  # few kept weights round to 0
 
 
 def test_summaries_are_a_tensorboard_callback_logging_loss_too(tmp_path):
