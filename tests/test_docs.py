@@ -1,0 +1,138 @@
+"""The documentation runs: every ```python block of README.md and docs/**/*.md, and the strict site build.
+
+One test per Markdown file: its blocks run top to bottom in one namespace (Sybil), in a temporary
+working directory, so files an example writes never land in the repository. A block that cannot run
+here is marked on the line before it with `<!-- skip: next "reason" -->`; a marker without a reason,
+or not directly above a ```python block, fails the test. A failing block fails the test with its file
+and line. Run one file's blocks with `pytest tests/test_docs.py -k <file stem>`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from unittest import SkipTest
+
+import keras
+import pytest
+from sybil import Sybil
+from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC_FILES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("**/*.md")])
+DOC_FILES = [path for path in DOC_FILES if path.is_file()]
+
+_FENCE = re.compile(r"^```python\s*$", re.MULTILINE)
+_SKIP_ANY = re.compile(r"<!--\s*skip:")
+_SKIP_NEXT = re.compile(r'^<!-- skip: next "[^"]+" -->$')
+
+_SYBIL = Sybil(parsers=[PythonCodeBlockParser(), SkipParser()])
+
+
+def _doc_id(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def check_skip_markers(text: str, name: str) -> list[str]:
+    """Every skip marker is `<!-- skip: next "reason" -->` on the line right above a ```python fence."""
+    problems = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not _SKIP_ANY.search(line):
+            continue
+        if not _SKIP_NEXT.match(line.strip()):
+            problems.append(f"{name}:{number}: skip marker must read exactly <!-- skip: next \"reason\" -->")
+        elif number >= len(lines) or not _FENCE.match(lines[number]):
+            problems.append(f"{name}:{number}: skip marker is not on the line right before a ```python block")
+    return problems
+
+
+def test_skip_marker_rules_are_enforced():
+    good = '<!-- skip: next "needs a GPU" -->\n```python\nx = 1\n```\n'
+    assert check_skip_markers(good, "f.md") == []
+    assert check_skip_markers("<!-- skip: next -->\n```python\nx\n```\n", "f.md") == [
+        'f.md:1: skip marker must read exactly <!-- skip: next "reason" -->']
+    assert check_skip_markers('<!-- skip: next "r" -->\n\n```python\nx\n```\n', "f.md") == [
+        "f.md:1: skip marker is not on the line right before a ```python block"]
+
+
+def test_a_failing_block_names_file_and_line(tmp_path, monkeypatch):
+    page = tmp_path / "page.md"
+    page.write_text("# t\n\n```python\nvalue = 1\n```\n\ntext\n\n```python\nassert value == 2\n```\n")
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)page\.md:9: python block failed.*line 10.*assert value == 2.*AssertionError"):
+        _run_document(page, "page.md", tmp_path, monkeypatch)
+
+
+def test_blocks_share_a_namespace_and_skip_markers_skip(tmp_path, monkeypatch):
+    page = tmp_path / "page.md"
+    page.write_text('```python\nvalue = 1\n```\n\n<!-- skip: next "not here" -->\n```python\nraise RuntimeError\n```\n'
+                    '\n```python\nassert value == 1\nopen("written.txt", "w").close()\n```\n')
+    (tmp_path / "work").mkdir()
+    ran, skipped = _run_document(page, "page.md", tmp_path / "work", monkeypatch)
+    assert (ran, skipped) == (2, ["page.md:6: not here"])
+    assert (tmp_path / "work" / "written.txt").is_file()
+
+
+def _traceback_from(error: BaseException, path: Path) -> str:
+    """The traceback from the document's own frame on (Sybil's and pytest's frames left out)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != str(path):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
+def _run_document(path: Path, name: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[str]]:
+    """Runs the examples of `path` in order in `workdir`; returns (blocks run, skip reasons)."""
+    text = path.read_text(encoding="utf-8")
+    problems = check_skip_markers(text, name)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+    document = _SYBIL.parse(path)
+    examples = list(document)
+    fenced = [e for e in examples if text.startswith("```", e.start) and e.parsed is not None
+              and not isinstance(e.parsed, tuple)]
+    if len(fenced) != len(_FENCE.findall(text)):
+        pytest.fail(f"{name}: {len(_FENCE.findall(text))} ```python fences but {len(fenced)} blocks parsed "
+                    "(a fence inside a list or quote is not collected; move it to the left margin)", pytrace=False)
+    monkeypatch.chdir(workdir)
+    document.namespace["__name__"] = "__doc_example__"
+    ran, skipped = 0, []
+    for example in examples:
+        try:
+            example.evaluate()
+        except SkipTest as skip:
+            skipped.append(f"{name}:{example.line}: {skip}")
+            continue
+        except Exception as error:  # noqa: BLE001 - report which block of which file failed
+            pytest.fail(f"{name}:{example.line}: python block failed\n{_traceback_from(error, path)}", pytrace=False)
+        if not isinstance(example.parsed, tuple):
+            ran += 1
+    return ran, skipped
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=[_doc_id(p) for p in DOC_FILES])
+def test_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keras.backend.clear_session()
+    try:
+        ran, skipped = _run_document(path, _doc_id(path), tmp_path, monkeypatch)
+    finally:
+        keras.backend.clear_session()
+    for reason in skipped:
+        print(f"skipped {reason}")
+
+
+def test_site_builds_strict(tmp_path: Path) -> None:
+    """`mkdocs build --strict`: a broken link, a missing API page or a bad docstring fails the suite."""
+    if not (ROOT / "mkdocs.yml").is_file():
+        pytest.fail("mkdocs.yml is missing", pytrace=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f", str(ROOT / "mkdocs.yml"),
+         "-d", str(tmp_path / "site")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
+    assert (tmp_path / "site" / "index.html").is_file()
