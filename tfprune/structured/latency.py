@@ -219,7 +219,9 @@ class LatencyTable:
         round_to: candidate widths are multiples of this (plus the full width).
         cache: JSON file to read and update (atomically); None keeps measurements in memory.
         clock: returns seconds; default `DEFAULT_CLOCK` (`time.perf_counter`; tests pass a fake one).
-        repeats, warmup, stat: timed calls per measurement and their statistic ('median' or 'min').
+        repeats: timed calls per measurement.
+        warmup: untimed calls before them.
+        stat: the statistic of the timed calls, 'median' or 'min'.
         max_widths: at most this many candidate widths per axis (evenly spaced, interpolated in between).
         fold_bn: fold BatchNormalization before timing (as deployment does), in blocks and models alike.
         verbose: show a progress bar while measuring.

@@ -69,8 +69,11 @@ class SoftFilterPruning(keras.callbacks.Callback):
         frequency: 'epoch' (at the end of every epoch) or a positive int (every that many steps,
             and at the end of training).
         ignored_layers: layers (or names) whose output channels are never zeroed.
-        max_pruning_ratio, round_to, global_pruning, pruning_ratio_dict, layer_norm: as in
-            `prune_filters`.
+        max_pruning_ratio: as in `prune_filters`.
+        round_to: as in `prune_filters`.
+        global_pruning: as in `prune_filters`.
+        pruning_ratio_dict: as in `prune_filters`.
+        layer_norm: as in `prune_filters`.
 
     After `fit`, `removed` holds the units zeroed last and `finalize()` returns
     `(pruned_model, report)`: the model without those channels (uncompiled; compile it with a fresh

@@ -1,0 +1,1 @@
+"""MkDocs hooks of the tfprune site (configured in mkdocs.yml)."""
