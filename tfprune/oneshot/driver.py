@@ -27,6 +27,11 @@ from tfprune.oneshot.sparsegpt import HessianAccumulator, check_sparsegpt_option
 from tfprune.oneshot.wanda import InputNormAccumulator, wanda_prune
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
+"""The one-shot pruning methods `prune(model, data, method=...)` accepts.
+
+Example:
+    >>> pruned = {m: tfprune.oneshot.prune(model, x_calib, method=m, verbose=False) for m in METHODS}
+"""
 _LINEAR_TYPES = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D, keras.layers.Conv2D)
 
 

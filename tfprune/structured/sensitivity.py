@@ -114,7 +114,10 @@ def sensitivity(model: keras.Model, eval_fn: Callable[[keras.Model], float],
         recalibrate_bn: data to re-estimate BatchNormalization statistics on after each pruning
             (`calibration_steps` batches of `batch_size`), or None.
         importance: which channels go first ('l1', 'fpgm', ... or an Importance).
-        round_to, max_pruning_ratio, ignored_layers, layer_norm: as in `prune_filters`.
+        round_to: as in `prune_filters`.
+        max_pruning_ratio: as in `prune_filters`.
+        ignored_layers: as in `prune_filters`.
+        layer_norm: as in `prune_filters`.
         verbose: 1 shows a progress bar.
 
     Example:
