@@ -176,6 +176,9 @@ def test_site_builds_strict_and_lists_every_public_name_once(tmp_path: Path) -> 
     assert (site / "index.html").is_file()
     problems = unlisted_public_names(_heading_ids(site))
     assert not problems, "API reference must document each public name once:\n" + "\n".join(problems)
+    for page in sorted((site / "reference").glob("**/*.html")):
+        # `>>>` lines outside an example section render as nested block quotes
+        assert "<blockquote>" not in page.read_text(encoding="utf-8"), f"{page}: a docstring renders a block quote"
     cli_page = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
     assert "--checkpoint_dir" in cli_page and "<!-- cli-help" not in cli_page
 
@@ -193,3 +196,33 @@ def _all_reference_ids_for_test() -> list[str]:
     for module_name in REFERENCED_MODULES:
         ids += [f"{module_name}.{name}" for name in importlib.import_module(module_name).__all__]
     return ids
+
+
+def _griffe_package():
+    import griffe
+
+    extension = griffe.load_extensions(f"{ROOT / 'tools' / 'docs_griffe.py'}:ExampleSections")
+    return griffe.load("tfprune", search_paths=[str(ROOT)], extensions=extension, resolve_aliases=False)
+
+
+def test_public_docstrings_have_an_example():
+    """Each name of the public modules' `__all__` has a docstring with an example (`>>>` lines)."""
+    import griffe
+
+    package = _griffe_package()
+    missing = []
+    for module_name in REFERENCED_MODULES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.ismodule(obj):
+                path = obj.__name__
+            elif inspect.isfunction(obj) or inspect.isclass(obj):
+                path = f"{obj.__module__}.{obj.__qualname__}"
+            else:
+                path = f"{module_name}.{name}"
+            documented = package if path == "tfprune" else package[path.removeprefix("tfprune.")]
+            sections = documented.docstring.parse("google") if documented.docstring else []
+            if not any(section.kind is griffe.DocstringSectionKind.examples for section in sections):
+                missing.append(f"{module_name}.{name} ({path})")
+    assert not missing, "public names without an Example section in their docstring:\n" + "\n".join(missing)

@@ -46,7 +46,14 @@ DEFAULT_CLOCK = time.perf_counter
 RUNTIMES = ("tflite", "tf")
 WIDTH_KEYS = ("filters", "units")
 class LatencyTableError(ValueError):
-    """A latency cache file that cannot be used, or a model the table cannot time."""
+    """A latency cache file that cannot be used, or a model the table cannot time.
+
+    Example:
+        >>> try:
+        ...     table = LatencyTable("tflite", cache="latency.json")
+        ... except LatencyTableError as error:
+        ...     print(error)          # what is wrong with the file, and the fix
+    """
 
 
 def cpu_model() -> str:
