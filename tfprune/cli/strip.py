@@ -8,7 +8,7 @@ Example:
 
 The newest checkpoint (`.keras`, a TensorFlow checkpoint with `model.json` beside it, or a
 tfmot-pruned tf_keras `.h5`) is loaded, masks are folded into the weights, every mask, threshold
-and step variable is removed, and the model is written as .keras, a SavedModel directory, TFLite
+and step variable is removed, and the model is written as .keras, a SavedModel directory, TFLite,
 TFLite with dynamic-range quantization (`tflite_dynamic_int8`, earlier name `tflite_int8`: int8 weights
 with float activations, smaller but on x86 often slower than float: MobileNetV2, 1 thread, batch 1
 measured 9.3 ms against 6.2 ms float), or full-integer TFLite of a quantize-aware checkpoint
