@@ -118,11 +118,14 @@ def _run_document(path: Path, name: str, workdir: Path, monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=[_doc_id(p) for p in DOC_FILES])
 def test_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    keras.backend.clear_session()
+    has_python = bool(_FENCE.search(path.read_text(encoding="utf-8")))
+    if has_python:
+        keras.backend.clear_session()  # fresh layer names and graph state for this page
     try:
         ran, skipped = _run_document(path, _doc_id(path), tmp_path, monkeypatch)
     finally:
-        keras.backend.clear_session()
+        if has_python:
+            keras.backend.clear_session()
     for reason in skipped:
         print(f"skipped {reason}")
 
@@ -226,3 +229,30 @@ def test_public_docstrings_have_an_example():
             if not any(section.kind is griffe.DocstringSectionKind.examples for section in sections):
                 missing.append(f"{module_name}.{name} ({path})")
     assert not missing, "public names without an Example section in their docstring:\n" + "\n".join(missing)
+
+
+def _tool_block_names() -> dict[str, str]:
+    """{block name: tool file} for every benchmark tool that writes a marked block."""
+    names = {}
+    for tool in sorted((ROOT / "tools").glob("bench_*.py")):
+        source = tool.read_text(encoding="utf-8")
+        found = re.findall(r'replace_block\(\s*[\w.]+,\s*"(\w+)"', source)
+        found += re.findall(r'README_BLOCK\s*=\s*"(\w+)"', source)
+        names.update({name: tool.name for name in found})
+    return names
+
+
+def test_benchmark_tables_live_in_docs_benchmarks():
+    """Each tool's block appears once in docs/benchmarks.md (where `--readme docs/benchmarks.md` writes
+    it) and not in the README, which keeps only headline figures."""
+    names = _tool_block_names()
+    assert len(names) >= 7, names
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, tool in names.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        assert page.count(begin) == 1 and page.count(end) == 1, f"docs/benchmarks.md needs one {name} block ({tool})"
+        assert page.index(begin) < page.index(end)
+        assert begin not in readme, f"README.md still has the {name} block; the tables live in docs/benchmarks.md"
+        assert "--readme docs/benchmarks.md" in page[:page.index(begin)].rsplit("\n## ", 1)[-1], \
+            f"docs/benchmarks.md: the {name} section must show the command that regenerates it"
