@@ -33,7 +33,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
     If a wrapper's step did not advance during `fit` (a layer never called in training), `on_train_end`
     raises an error naming it instead of leaving the model unpruned in silence.
 
-    Custom training loop:
+    Example:
+        >>> pruned.fit(x, y, epochs=2, callbacks=[UpdatePruningStep()])
+
+        A custom training loop:
+
         >>> step_callback = UpdatePruningStep()
         >>> step_callback.set_model(model)
         >>> step_callback.on_train_begin()

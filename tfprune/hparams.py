@@ -301,7 +301,14 @@ def _validate(v: dict[str, Any]) -> None:
 
 
 def get_pruning_hparams() -> PruningHParams:
-    """The contrib defaults (r1.15 names and values), ready for `.parse(...)`."""
+    """The contrib defaults (r1.15 names and values), ready for `.parse(...)`.
+
+    Example:
+        >>> hparams = get_pruning_hparams().parse("target_sparsity=0.8,sparsity_function_end_step=1000")
+        >>> hparams.target_sparsity
+        0.8
+        >>> pruned = tfprune.prune_low_magnitude(model, pruning_hparams=hparams)
+    """
     return PruningHParams()
 
 
@@ -325,6 +332,13 @@ class ContribSchedule(PruningSchedule):
     `sparsity(t) = target + (initial - target) * (1 - p) ** exponent`, with
     `p = clip((t - f_begin) / (f_end - f_begin), 0, 1)`; masks update when
     `begin <= t`, (`end < 0` or `t <= end`) and `last_update_step + frequency <= t`.
+
+    Example:
+        >>> schedule = ContribSchedule(target_sparsity=0.8, sparsity_function_end_step=100)
+        >>> round(float(schedule.sparsity(50)), 4)
+        0.7
+        >>> bool(schedule.should_update(10, last_update_step=0))
+        True
     """
 
     uses_last_update_step = True

@@ -40,7 +40,16 @@ def keep_one(sparsity: Any, weight: tf.Tensor) -> tf.Tensor:
 
 
 class MaskRule:
-    """Base class: decides in the training call whether and how the masks of a wrapper change."""
+    """Base class: decides in the training call whether and how the masks of a wrapper change.
+
+    Example:
+        >>> class EveryStep(tfprune.MaskRule):
+        ...     def training_update(self, wrapper, step):
+        ...         self.update_masks(wrapper, step)
+        ...     def update_masks(self, wrapper, step, sparsities=None):
+        ...         tfprune.LayerMaskRule().update_masks(wrapper, step, sparsities)
+        >>> wrapper.mask_rule = EveryStep()
+    """
 
     def drives(self, wrapper: Any) -> bool:
         """Whether `wrapper`'s training call runs this rule (a shared rule runs from one wrapper only)."""

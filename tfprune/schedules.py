@@ -64,6 +64,17 @@ class PruningSchedule(abc.ABC):
 
     Subclasses implement `__call__` and `get_config`; both results must be
     computable inside `tf.function` (and under XLA).
+
+    Example:
+        >>> @keras.saving.register_keras_serializable()
+        ... class Step(tfprune.PruningSchedule):
+        ...     def __init__(self, at=100, sparsity=0.5):
+        ...         self.at, self.sparsity = at, sparsity
+        ...     def __call__(self, step):
+        ...         return tf.equal(step, self.at), tf.constant(self.sparsity, tf.float32)
+        ...     def get_config(self):
+        ...         return {"at": self.at, "sparsity": self.sparsity}
+        >>> pruned = tfprune.prune_low_magnitude(model, pruning_schedule=Step(at=100))
     """
 
     @abc.abstractmethod

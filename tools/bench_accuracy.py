@@ -26,7 +26,7 @@ most 0.5 points below the dense model at 90% sparsity.
 Usage:
     python tools/bench_accuracy.py [--seeds 0 1 2] [--dense_epochs 5] [--prune_epochs 10]
         [--batch_size 32] [--lr 1e-3] [--unpruned_layers conv1] [--markdown tools/results/bench_accuracy.md]
-        [--readme README.md]
+        [--readme docs/benchmarks.md]
     python tools/bench_accuracy.py --quick     # smoke run: 1 seed, 1,024 images, 1+1 epochs
 
 Prints a markdown table, then one JSON line with every number.
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Comma-separated layers left dense in both libraries ('' prunes every layer). "
                              "Default: the 144-weight first convolution, as the tfmot guide suggests.")
     parser.add_argument("--markdown", help="Also write the markdown table (with a setup line) to this path.")
-    parser.add_argument("--readme", help="Also replace the 'bench_accuracy' block of this README with the table.")
+    parser.add_argument("--readme", help="Also replace the 'bench_accuracy' block of this markdown file with the table.")
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

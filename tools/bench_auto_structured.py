@@ -23,9 +23,9 @@ least uniform's within noise; the search under 10 minutes on 2 cores.
 
 Usage:
     python tools/bench_auto_structured.py [--latency_cache tools/results/latency_tables.json] \\
-        [--markdown tools/results/bench_auto_structured.md] [--readme README.md]
-    python tools/bench_auto_structured.py --from_log run.log --readme README.md   # re-render, no timing
-    python tools/bench_auto_structured.py --from_log latency.log,accuracy.log --readme README.md  # merge two parts
+        [--markdown tools/results/bench_auto_structured.md] [--readme docs/benchmarks.md]
+    python tools/bench_auto_structured.py --from_log run.log --readme docs/benchmarks.md   # re-render, no timing
+    python tools/bench_auto_structured.py --from_log latency.log,accuracy.log --readme docs/benchmarks.md  # merge
 
 Prints the tables and verdicts, then one JSON line with every number.
 """
@@ -333,7 +333,8 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency part")
     parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy part")
     parser.add_argument("--markdown", metavar="PATH")
-    parser.add_argument("--readme", metavar="README")
+    parser.add_argument("--readme", metavar="MARKDOWN",
+                        help="replace the 'bench_auto_structured' block of this markdown file")
     parser.add_argument("--from_log", metavar="LOG[,LOG]", type=lambda t: t.split(","),
                         help="measure nothing: write --markdown / --readme from the JSON line of an earlier run's "
                         "stdout; several comma-separated logs (a --no-accuracy and a --no-latency run) merge")

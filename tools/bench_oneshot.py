@@ -21,7 +21,7 @@ buffers are not counted; SparseGPT only), and for the LM the pruning time in den
 
 Usage:
     python tools/bench_oneshot.py [--layers 2] [--width 128] [--steps 500] [--model_cache DIR]
-        [--markdown tools/results/bench_oneshot.md] [--readme README.md] [--quick]
+        [--markdown tools/results/bench_oneshot.md] [--readme docs/benchmarks.md] [--quick]
 
 Prints the table, then one JSON line with every number.
 """
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mnist_calibration", type=int, default=512, help="MNIST calibration images")
     parser.add_argument("--model_cache", help="directory to keep/reuse the trained LM weights")
     parser.add_argument("--markdown", help="also write the markdown table to this file (atomically)")
-    parser.add_argument("--readme", help=f"replace the '{README_BLOCK}' block of this README with the table")
+    parser.add_argument("--readme", help=f"replace the '{README_BLOCK}' block of this markdown file with the table")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the tool works")
     args = parser.parse_args(argv)
     if args.quick:

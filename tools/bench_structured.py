@@ -33,7 +33,7 @@ at both batches; the rows meeting it; each round_to group); ResNet50 analysed an
 Usage:
     python tools/bench_structured.py [--repeats 40] [--importance l1] [--round_to 8[,16]] \
         [--threads N] [--tflite_threads 1,N] [--no-tflite] [--no-width_probe] [--no-fold_bn] [--xla] \
-        [--markdown tools/results/bench_structured.md] [--readme README.md]
+        [--markdown tools/results/bench_structured.md] [--readme docs/benchmarks.md]
     python tools/bench_structured.py --from_log run.log --markdown out.md   # re-render, no timing
 
 Prints the table, the width probe and the verdicts, then one JSON line with every number.
@@ -457,7 +457,7 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--xla", action="store_true", help="compile the tf.function with XLA (jit_compile)")
     parser.add_argument("--skip_resnet50", action="store_true", help="skip the ResNet50 pruning-time check")
     parser.add_argument("--markdown", metavar="PATH", help="also write the results as markdown (atomically)")
-    parser.add_argument("--readme", metavar="README", help="replace the 'bench_structured' block of this README")
+    parser.add_argument("--readme", metavar="README", help="replace the 'bench_structured' block of this markdown file")
     parser.add_argument("--from_log", metavar="LOG",
                         help="measure nothing: write --markdown / --readme from the JSON line of an earlier run's "
                              "stdout (printed if neither is given)")

@@ -20,7 +20,7 @@ accuracy loss after fine-tuning.
 
 Usage:
     python tools/bench_structured_accuracy.py [--seeds 0 1] [--dense_epochs 8] [--fine_tune_epochs 6]
-        [--markdown tools/results/bench_structured_accuracy.md] [--readme README.md] [--quick]
+        [--markdown tools/results/bench_structured_accuracy.md] [--readme docs/benchmarks.md] [--quick]
 
 Prints the table, then one JSON line with every number.
 """
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=30, help="latency calls per model and batch size")
     parser.add_argument("--train_images", type=int, default=8000)
     parser.add_argument("--markdown", help="also write the markdown table to this file (atomically)")
-    parser.add_argument("--readme", help=f"replace the '{README_BLOCK}' block of this README with the table")
+    parser.add_argument("--readme", help=f"replace the '{README_BLOCK}' block of this markdown file with the table")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the tool works")
     args = parser.parse_args(argv)
     if args.quick:

@@ -1,9 +1,10 @@
-"""Write benchmark tables atomically and into marked blocks of README.md.
+"""Write benchmark tables atomically and into marked blocks of a markdown file (docs/benchmarks.md).
 
-A benchmark owns the README text between `<!-- NAME:begin -->` and `<!-- NAME:end -->`;
-`replace_block` swaps it for a freshly generated table, so the README shows what the tool printed.
+A benchmark owns the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->`; `replace_block`
+swaps it for a freshly generated table, so the page shows what the tool printed. The tables live in
+docs/benchmarks.md (the README keeps only headline figures); `--readme` takes any markdown path.
 
-    python tools/bench_x.py --markdown results.md --readme README.md
+    python tools/bench_x.py --markdown results.md --readme docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def write_atomic(path: str, text: str) -> None:
 
 
 def replace_block(readme: str, name: str, text: str) -> None:
-    """Replace the text between the `name` markers in `readme`; raises if the markers are missing."""
+    """Replace the text between the `name` markers in the markdown file `readme`; raises if they are missing."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     with open(readme) as handle:
         content = handle.read()

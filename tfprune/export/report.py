@@ -14,7 +14,12 @@ def _bytes(n: int) -> str:
 
 
 def format_report(report: dict) -> str:
-    """The report as text: chosen checkpoint, per-weight sparsity table, sizes, verification."""
+    """The report as text: chosen checkpoint, per-weight sparsity table, sizes, verification.
+
+    Example:
+        >>> report = tfprune.strip_checkpoint("ckpts", output_dir="export", filename="model.tflite")
+        >>> print(tfprune.format_report(report))
+    """
     ck, out = report["checkpoint"], report["output"]
     lines = [f"checkpoint: {ck['path']} ({ck['kind']}; {ck['reason']})"]
     if report.get("output_node_names"):

@@ -52,7 +52,14 @@ __all__ = [
 
 
 class SerializationError(ValueError):
-    """The layer's config would not carry the mask, so it could not survive saving."""
+    """The layer's config would not carry the mask, so it could not survive saving.
+
+    Example:
+        >>> try:
+        ...     fp.l1_unstructured(layer_with_a_constraint_that_does_not_serialize, "kernel", amount=0.5)
+        ... except fp.SerializationError as error:
+        ...     print(error)
+    """
 
 
 # --------------------------------------------------------------------------

@@ -30,7 +30,15 @@ __all__ = ["Target", "resolve", "weight_names", "pruned_targets"]
 
 
 class WeightNameError(ValueError):
-    """An unknown or ambiguous weight name."""
+    """An unknown or ambiguous weight name.
+
+    Example:
+        >>> try:
+        ...     fp.l1_unstructured(dense, "kernal", amount=0.5)
+        ... except fp.WeightNameError as error:
+        ...     print(error)
+        Weight name 'kernal' does not exist in layer 'dense' (Dense). Valid names: ['kernel', 'bias'].
+    """
 
 
 @dataclasses.dataclass(frozen=True)

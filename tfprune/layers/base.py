@@ -62,11 +62,26 @@ ELEMENTWISE_ACTIVATIONS = {
 
 
 class Unsupported(Exception):
-    """Raised by a handler's `trace` when it cannot reason about one particular call."""
+    """Raised by a handler's `trace` when it cannot reason about one particular call.
+
+    Example:
+        >>> class Handler(tfprune.layers.PassThrough):
+        ...     def trace(self, graph, call):
+        ...         if call.layer.data_format == "channels_first":
+        ...             raise Unsupported("channels_first")   # the layer keeps its channels, with this reason
+        ...         return super().trace(graph, call)
+    """
 
 
 class UnsupportedLayerError(ValueError):
-    """A layer with weights that tfprune does not know how to prune."""
+    """A layer with weights that tfprune does not know how to prune.
+
+    Example:
+        >>> try:
+        ...     tfprune.prune_low_magnitude(keras.Sequential([keras.Input((4,)), MyScale()]))
+        ... except tfprune.UnsupportedLayerError as error:
+        ...     print(error)          # names the layer and both fixes
+    """
 
 
 class PrunableLayer(abc.ABC):
@@ -135,6 +150,13 @@ class LayerHandler:
     """Base handler: no prunable weights, no MACs, channels not understood by the dependency graph.
 
     Subclass it and override what applies; see the module docstring for each capability.
+
+    Example:
+        >>> class ScaleHandler(tfprune.LayerHandler):
+        ...     prunable_weights = ("w",)                 # magnitude pruning may prune `w`
+        ...     def macs(self, layer, input_shape, output_shape):
+        ...         return int(np.prod(output_shape[1:]))
+        >>> tfprune.register_layer(Scale, ScaleHandler())
     """
 
     prunable_weights: tuple[str, ...] = ()

@@ -26,7 +26,11 @@ Check = Callable[[dict, int], None]
 
 
 class PassThrough(LayerHandler):
-    """A layer that maps each channel to itself (no weights); `check(config, rank)` may refuse a call."""
+    """A layer that maps each channel to itself (no weights); `check(config, rank)` may refuse a call.
+
+    Example:
+        >>> tfprune.register_layer(MyChannelwiseActivation, PassThrough())
+    """
 
     def __init__(self, check: Check | None = None, latency: str | None = None) -> None:
         self.check = check
@@ -63,6 +67,9 @@ class PerChannel(PassThrough):
 
     Its weights are never magnitude-pruned (it passes through a pruned model unwrapped); in the
     dependency graph its weights are sliced with the channels.
+
+    Example:
+        >>> tfprune.register_layer(MyPerChannelScale, PerChannel())
     """
 
     keeps_weights = True

@@ -74,6 +74,11 @@ class PrunedLayerNormalization(_KeepsNormalizedSize, keras.layers.LayerNormaliza
     Args:
         normalized_size: the channel count before pruning (>= the input's channels).
         **kwargs: as for `keras.layers.LayerNormalization` (axis must be the last axis).
+
+    Example:
+        >>> layer = PrunedLayerNormalization(normalized_size=64)   # 32 of 64 channels kept
+        >>> layer(np.ones((2, 32), "float32")).shape
+        TensorShape([2, 32])
     """
 
     def call(self, inputs: Any) -> Any:
@@ -98,6 +103,11 @@ class PrunedRMSNormalization(_KeepsNormalizedSize, _RMSNormalization or keras.la
     Args:
         normalized_size: the channel count before pruning (>= the input's channels).
         **kwargs: as for `keras.layers.RMSNormalization` (axis must be the last axis).
+
+    Example:
+        >>> layer = PrunedRMSNormalization(normalized_size=64)
+        >>> layer(np.ones((2, 32), "float32")).shape
+        TensorShape([2, 32])
     """
 
     def __init__(self, normalized_size: int, **kwargs: Any) -> None:

@@ -5,6 +5,7 @@
 `round(inputs * sparsity)` zeros per output, or at least M zeros in every N consecutive inputs with
 `sparsity_m_by_n=(M, N)`. The math is in small numpy functions (`wanda_prune`, `sparsegpt_prune`, ...).
 
+Example:
     >>> pruned = tfprune.oneshot.prune(model, x_train[:256], method="sparsegpt", sparsity=0.5)
 """
 

@@ -27,6 +27,11 @@ from tfprune.oneshot.sparsegpt import HessianAccumulator, check_sparsegpt_option
 from tfprune.oneshot.wanda import InputNormAccumulator, wanda_prune
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
+"""The one-shot pruning methods `prune(model, data, method=...)` accepts.
+
+Example:
+    >>> pruned = {m: tfprune.oneshot.prune(model, x_calib, method=m, verbose=False) for m in METHODS}
+"""
 _LINEAR_TYPES = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D, keras.layers.Conv2D)
 
 
@@ -37,6 +42,10 @@ class LayerReport:
     `path` names the layer inside the model (`block/mha/query`); `capture_seconds` is this layer's share of
     the calibration passes, `prune_seconds` the method's own time; `relative_error` (SparseGPT only) is
     `||X (W - W')||^2 / ||X W||^2` on the calibration inputs.
+
+    Example:
+        >>> pruned, reports = prune_with_report(model, x_calib, method="sparsegpt", sparsity=0.5)
+        >>> [(r.path, r.zeros, r.relative_error) for r in reports]
     """
 
     path: str

@@ -21,7 +21,14 @@ SUPPORTED = "Dense, EinsumDense (contracting its input's trailing axes), MultiHe
 
 
 class UnsupportedOneShotLayer(ValueError):
-    """A layer that one-shot pruning cannot see as a matrix; the message says why and what to do."""
+    """A layer that one-shot pruning cannot see as a matrix; the message says why and what to do.
+
+    Example:
+        >>> try:
+        ...     prune(model, x_calib, layers=["depthwise"])
+        ... except UnsupportedOneShotLayer as error:
+        ...     print(error)
+    """
 
 
 class LinearView:

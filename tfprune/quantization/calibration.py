@@ -27,6 +27,11 @@ from typing import Any
 import numpy as np
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
+"""The activation-range calibration methods of `quantize_post_training` (exported as `CALIBRATION_METHODS`).
+
+Example:
+    >>> ptq = quantize_post_training(model, x_calib, method=CALIBRATION_METHODS[2])   # "entropy"
+"""
 
 
 class RangeCollector:

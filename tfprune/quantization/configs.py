@@ -285,6 +285,14 @@ def _build_table() -> dict[type, LayerQuantization]:
 
 
 LAYER_QUANTIZATION: dict[type, LayerQuantization] = _build_table()
+"""The per-layer table: Keras layer class -> `LayerQuantization` (config factory, BN folding, fusion).
+
+Looked up by `quantize_config_for(layer)` (exact class, then base classes).
+
+Example:
+    >>> LAYER_QUANTIZATION[keras.layers.Conv2D].fuses_activation
+    True
+"""
 _WEIGHTLESS_DEFAULT = LayerQuantization(_output)
 
 

@@ -27,7 +27,14 @@ from tfprune.structured.planner import kept_options
 
 class BudgetError(ValueError):
     """The budget cannot be reached under the pruning constraints; `smallest` is the smallest reachable
-    cost and `original` the unpruned model's (same unit), when known."""
+    cost and `original` the unpruned model's (same unit), when known.
+
+    Example:
+        >>> try:
+        ...     prune_filters(model, target_macs=0.001)
+        ... except BudgetError as error:
+        ...     print(error.smallest / error.original)    # the smallest reachable fraction of the MACs
+    """
 
     def __init__(self, message: str, smallest: float | None = None, original: float | None = None) -> None:
         super().__init__(message)

@@ -30,6 +30,10 @@ def compile_like(
         learning_rate: optionally a new learning rate for fine-tuning: a number or a
             `keras.optimizers.schedules.LearningRateSchedule`. By default the original settings are
             kept (a schedule starts again from step 0).
+
+    Example:
+        >>> pruned, report = prune_filters(model, 0.5)
+        >>> compile_like(pruned, model, learning_rate=1e-4).fit(x, y, epochs=2)
     """
     if not getattr(original, "compiled", False) or getattr(original, "optimizer", None) is None:
         raise ValueError(

@@ -79,7 +79,12 @@ class LayerRecord:
 
 @dataclasses.dataclass
 class Group:
-    """Producers whose output channels are coupled, and the units (channel sets) they share."""
+    """Producers whose output channels are coupled, and the units (channel sets) they share.
+
+    Example:
+        >>> group = DependencyGraph(model).groups[0]
+        >>> group.producers, len(group.units), group.prunable     # e.g. (['conv1'], 16, True)
+    """
 
     index: int
     producers: list[str]

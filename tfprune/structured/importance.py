@@ -27,7 +27,17 @@ REDUCTIONS = ("mean", "sum", "max")
 
 
 class Importance:
-    """Base class: subclasses implement `layer_scores(record)`."""
+    """Base class: subclasses implement `layer_scores(record)`.
+
+    Example:
+        >>> class Ones(Importance):
+        ...     def layer_scores(self, record):    # [(channel labels, one score per channel)]
+        ...         if not self.is_producer(record):
+        ...             return []
+        ...         return [(record.slots["out"], np.ones(len(record.slots["out"])))]
+        >>> register_importance("ones", Ones)
+        >>> pruned, report = prune_filters(model, 0.5, importance="ones")
+    """
 
     name = "custom"
 
@@ -176,7 +186,11 @@ class FilterSketchImportance(_FilterCriterion):
 
 
 class BNScaleImportance(Importance):
-    """|gamma| of the BatchNormalization layers in the group (Liu et al. 2017, network slimming)."""
+    """|gamma| of the BatchNormalization layers in the group (Liu et al. 2017, network slimming).
+
+    Example:
+        >>> pruned, report = prune_filters(model, 0.5, importance=BNScaleImportance(), global_pruning=True)
+    """
 
     name = "bn_scale"
 
@@ -295,7 +309,11 @@ class ActivationImportance(Importance):
 
 
 class RandomImportance(Importance):
-    """Uniform random scores (a baseline)."""
+    """Uniform random scores (a baseline).
+
+    Example:
+        >>> pruned, report = prune_filters(model, 0.5, importance=RandomImportance(seed=0))
+    """
 
     name = "random"
 

@@ -58,6 +58,12 @@ def iterative_prune(
 
     Per group, round k keeps `original - floor(target_ratio * original * k / steps)` channels, so
     per-group pruning lands exactly on the one-shot channel counts; `round_to` applies every round.
+
+    Example:
+        >>> def fine_tune(smaller, step):
+        ...     compile_like(smaller, model).fit(x, y, epochs=1)
+        ...     return smaller
+        >>> pruned, reports = iterative_prune(model, target_ratio=0.5, steps=3, fine_tune_fn=fine_tune)
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, received {steps!r}. Fix: e.g. steps=3.")

@@ -46,7 +46,14 @@ DEFAULT_CLOCK = time.perf_counter
 RUNTIMES = ("tflite", "tf")
 WIDTH_KEYS = ("filters", "units")
 class LatencyTableError(ValueError):
-    """A latency cache file that cannot be used, or a model the table cannot time."""
+    """A latency cache file that cannot be used, or a model the table cannot time.
+
+    Example:
+        >>> try:
+        ...     table = LatencyTable("tflite", cache="latency.json")
+        ... except LatencyTableError as error:
+        ...     print(error)          # what is wrong with the file, and the fix
+    """
 
 
 def cpu_model() -> str:
@@ -219,7 +226,9 @@ class LatencyTable:
         round_to: candidate widths are multiples of this (plus the full width).
         cache: JSON file to read and update (atomically); None keeps measurements in memory.
         clock: returns seconds; default `DEFAULT_CLOCK` (`time.perf_counter`; tests pass a fake one).
-        repeats, warmup, stat: timed calls per measurement and their statistic ('median' or 'min').
+        repeats: timed calls per measurement.
+        warmup: untimed calls before them.
+        stat: the statistic of the timed calls, 'median' or 'min'.
         max_widths: at most this many candidate widths per axis (evenly spaced, interpolated in between).
         fold_bn: fold BatchNormalization before timing (as deployment does), in blocks and models alike.
         verbose: show a progress bar while measuring.

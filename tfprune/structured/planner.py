@@ -59,7 +59,13 @@ def plan(
     max_pruning_ratio: float = 0.9,
     round_to: int | None = None,
 ) -> tuple[np.ndarray, list[GroupDecision]]:
-    """Return (boolean mask over unit roots: removed, one GroupDecision per group)."""
+    """Return (boolean mask over unit roots: removed, one GroupDecision per group).
+
+    Example:
+        >>> graph = DependencyGraph(model)
+        >>> removed, decisions = plan(graph, get_importance("l1"), pruning_ratio=0.5)
+        >>> int(removed.sum())                            # e.g. 8: half of a 16-channel group
+    """
     ratio_dict = {getattr(k, "name", k): float(v) for k, v in (pruning_ratio_dict or {}).items()}
     producers = {name for group in graph.groups for name in group.producers}
     unknown = sorted(set(ratio_dict) - producers)

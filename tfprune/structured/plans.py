@@ -19,7 +19,14 @@ import numpy as np
 
 @dataclasses.dataclass
 class Plan:
-    """Kept channels per group ({first producer name: count}), with the cost and score it was chosen at."""
+    """Kept channels per group ({first producer name: count}), with the cost and score it was chosen at.
+
+    Example:
+        >>> plan, history = search_ratios(model, accuracy, budget=0.5)
+        >>> plan.kept                                     # e.g. {'conv1': 8, 'conv3': 24}
+        >>> pruned, report = prune_filters(model, plan=plan)
+        >>> pruned, report = prune_filters(model, plan=Plan({"conv1": 8}))
+    """
 
     kept: dict[str, int]
     cost: float | None = None

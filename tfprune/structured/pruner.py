@@ -186,11 +186,13 @@ def prune_filters(
             `num_heads` shrinks, a group's channels are heads, so ratios and `round_to` count heads),
             'head_dim' (the per-head query/key width and the value width shrink, the same positions
             in every head) or 'keep' (heads stay).
-        target_macs, target_params, target_latency: a budget instead of a ratio, as a fraction of the
-            original model's MACs, parameters or latency (predicted by `latency_table`, a
-            `structured.LatencyTable`): each group keeps the channel count that keeps the most
-            (normalised) importance under the budget (see `structured.budget`). An unreachable
-            budget raises `BudgetError` with the smallest reachable cost.
+        target_macs: a budget instead of a ratio, as a fraction of the original model's MACs:
+            each group keeps the channel count that keeps the most (normalised) importance under
+            the budget (see `structured.budget`). An unreachable budget raises `BudgetError` with
+            the smallest reachable cost.
+        target_params: the same, as a fraction of the original model's parameters.
+        target_latency: the same, as a fraction of the original model's latency (predicted by
+            `latency_table`, a `structured.LatencyTable`).
         plan: apply a per-group plan instead: a `structured.Plan` (from `search_ratios`), or
             {producer layer name: kept channel count (int) or ratio to remove (float)}.
 

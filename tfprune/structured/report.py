@@ -63,7 +63,14 @@ def _short(text: str, width: int = 70) -> str:
 
 @dataclasses.dataclass
 class PruningReport:
-    """Outcome of `prune_filters`. `str(report)` is a readable table; `to_dict()` is JSON-ready."""
+    """Outcome of `prune_filters`. `str(report)` is a readable table; `to_dict()` is JSON-ready.
+
+    Example:
+        >>> pruned, report = prune_filters(model, 0.5)
+        >>> print(report)
+        >>> report.params_before, report.params_after    # e.g. (682, 346)
+        >>> json.dumps(report.to_dict())
+    """
 
     model_name: str
     importance: str

@@ -111,13 +111,17 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
         eval_fn: model -> float, higher is better (return -loss for a loss).
         budget: fraction of the original MACs / parameters / latency, in (0, 1].
         method: 'evolution' or 'abc'.
-        population, generations: candidates per generation and generations (evolution scores about
-            population x generations candidates, abc about twice as many).
+        population: candidates per generation (evolution scores about population x generations
+            candidates, abc about twice as many).
+        generations: the number of generations.
         recalibrate_bn: data for BatchNormalization re-estimation before scoring (recommended).
         seed: the random seed (same seed and inputs, same result).
         budget_kind: 'macs', 'params' or 'latency' (needs `latency_table`).
-        importance, round_to, max_pruning_ratio, ignored_layers, layer_norm: as in `prune_filters`
-            (apply the plan with the same importance and round_to).
+        importance: as in `prune_filters` (apply the plan with the same importance and round_to).
+        round_to: as in `prune_filters`.
+        max_pruning_ratio: as in `prune_filters`.
+        ignored_layers: as in `prune_filters`.
+        layer_norm: as in `prune_filters`.
         abandon: abc only: trials without improvement before a source is replaced.
         time_limit: stop after this many seconds (the best so far is returned).
         verbose: 1 prints one line per generation.

@@ -35,7 +35,13 @@ DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 @dataclasses.dataclass
 class SensitivityResult:
-    """Metric per group and ratio. `str()` prints the table, `to_dict()` is JSON-ready, `plot()` draws it."""
+    """Metric per group and ratio. `str()` prints the table, `to_dict()` is JSON-ready, `plot()` draws it.
+
+    Example:
+        >>> result = sensitivity(model, accuracy, ratios=(0.25, 0.5))
+        >>> print(result)                                 # one row per group, one column per ratio
+        >>> result.most_sensitive()[:2]            # the two groups that lose most
+    """
 
     ratios: list[float]
     baseline: float
@@ -114,7 +120,10 @@ def sensitivity(model: keras.Model, eval_fn: Callable[[keras.Model], float],
         recalibrate_bn: data to re-estimate BatchNormalization statistics on after each pruning
             (`calibration_steps` batches of `batch_size`), or None.
         importance: which channels go first ('l1', 'fpgm', ... or an Importance).
-        round_to, max_pruning_ratio, ignored_layers, layer_norm: as in `prune_filters`.
+        round_to: as in `prune_filters`.
+        max_pruning_ratio: as in `prune_filters`.
+        ignored_layers: as in `prune_filters`.
+        layer_norm: as in `prune_filters`.
         verbose: 1 shows a progress bar.
 
     Example:

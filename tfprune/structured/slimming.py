@@ -134,6 +134,12 @@ def remove_bn_sparsity(model: keras.Model) -> int:
     `BNSparsity` removes it when `fit` ends; call this after a `fit` that was interrupted (an
     exception or Ctrl-C skips `on_train_end`), before training or evaluating the model further.
     Returns how many gammas were cleaned; rebuilds the train function if it had one.
+
+    Example:
+        >>> try:
+        ...     model.fit(x, y, epochs=10, callbacks=[BNSparsity(1e-4)])
+        ... except KeyboardInterrupt:
+        ...     remove_bn_sparsity(model)
     """
     cleaned = 0
     for layer in batchnorm_layers(model):

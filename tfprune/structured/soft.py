@@ -34,6 +34,11 @@ def zero_units(graph: DependencyGraph, removed: np.ndarray) -> int:
 
     Returns how many filters were zeroed. Only producers (Conv, Dense, ...) are touched: normalisation
     and depthwise layers keep their parameters, so zeroed filters can still receive gradients.
+
+    Example:
+        >>> graph = DependencyGraph(model)
+        >>> removed, _ = plan(graph, get_importance("l1"), 0.5)
+        >>> zero_units(graph, removed)                    # filters zeroed in place, shapes unchanged
     """
     zeroed = 0
     for rec in graph.records.values():
@@ -69,12 +74,20 @@ class SoftFilterPruning(keras.callbacks.Callback):
         frequency: 'epoch' (at the end of every epoch) or a positive int (every that many steps,
             and at the end of training).
         ignored_layers: layers (or names) whose output channels are never zeroed.
-        max_pruning_ratio, round_to, global_pruning, pruning_ratio_dict, layer_norm: as in
-            `prune_filters`.
+        max_pruning_ratio: as in `prune_filters`.
+        round_to: as in `prune_filters`.
+        global_pruning: as in `prune_filters`.
+        pruning_ratio_dict: as in `prune_filters`.
+        layer_norm: as in `prune_filters`.
 
     After `fit`, `removed` holds the units zeroed last and `finalize()` returns
     `(pruned_model, report)`: the model without those channels (uncompiled; compile it with a fresh
     optimizer). Zeroed filters are exactly zero after each pruning event; between events they train.
+
+    Example:
+        >>> sfp = SoftFilterPruning(pruning_ratio=0.3, importance="l2")
+        >>> model.fit(x, y, epochs=10, callbacks=[sfp])
+        >>> pruned, report = sfp.finalize()
     """
 
     def __init__(
