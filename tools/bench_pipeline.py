@@ -7,7 +7,7 @@ Every row is exported to TFLite and its accuracy measured with the interpreter o
 parameters are the Keras model's (nonzero: the weights that are not exactly 0); sizes are the
 flatbuffer raw and zipped; latency is TFLite, 1 thread, batch 1 and 32 (median).
 
-    python tools/bench_pipeline.py --seeds 2 [--markdown tools/results/bench_pipeline.md] [--readme README.md]
+    python tools/bench_pipeline.py --seeds 2 [--markdown tools/results/bench_pipeline.md] [--readme docs/benchmarks.md]
     python tools/bench_pipeline.py --seeds 1 --train 256 --eval 128 --epochs 1 --finetune_epochs 1 \
         --qat_epochs 1 --repeats 2 --rows float,int8_qat            # smoke run
 """

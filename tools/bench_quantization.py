@@ -8,7 +8,7 @@ QAT epoch time is relative to float training of the same model in the same frame
 latency of MobileNetV2 (224x224) and ResNet-56 (32x32), float vs full-integer TFLite.
 
     python tools/bench_quantization.py --seeds 3 [--markdown tools/results/bench_quantization.md]
-        [--readme README.md]
+        [--readme docs/benchmarks.md]
     python tools/bench_quantization.py --seeds 1 --train 512 --eval 256 --epochs 1 --repeats 3 \
         --latency_models resnet8 --no_tfmot          # smoke run
 """
