@@ -3,8 +3,8 @@
 Each module here describes one family of built-in layers with a `LayerHandler` and registers it;
 `registry` holds the table (exact class first, then the class hierarchy). A custom layer joins with
 one call, `tfprune.register_layer(MyLayer, handler)`, and gets every capability its handler declares:
-magnitude-prunable weights, MACs, dependency-graph tracing and rebuild, zeroing for verification and
-BatchNormalization folding.
+magnitude-prunable weights, MACs, dependency-graph tracing and rebuild, zeroing for verification,
+BatchNormalization folding and quantization (a `QuantizationSpec`, read by `tfprune.quantization`).
 
 Example:
     >>> class Scale(keras.layers.Layer): ...          # per-channel multiplier on the last axis
@@ -23,6 +23,7 @@ from tfprune.layers.base import (
     check_channels_last,
     static_shape,
 )
+from tfprune.layers.quantization_spec import QuantizationSpec
 from tfprune.layers.registry import (
     get_handler,
     is_pass_through,
@@ -77,6 +78,7 @@ __all__ = [
     "PrunableLayer",
     "PrunedLayerNormalization",
     "PrunedRMSNormalization",
+    "QuantizationSpec",
     "RecurrentHandler",
     "ReshapeHandler",
     "Separable",
