@@ -157,7 +157,7 @@ class LayerHandler:
         """A copy of this handler declaring `spec`: one class of a shared handler quantized its own way.
 
         Example:
-            >>> register_layer(L.MaxPooling2D, _POOLING.with_quantization(QuantizationSpec("none")))
+            >>> register_layer(L.MaxPooling2D, PassThrough().with_quantization(QuantizationSpec("none")))
         """
         if spec is not None and not isinstance(spec, QuantizationSpec):
             raise TypeError(f"Expected a tfprune.layers.QuantizationSpec or None, received {type(spec).__name__}.")
