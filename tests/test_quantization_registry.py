@@ -198,6 +198,8 @@ def test_layer_quantization_is_a_read_only_view_of_the_registry(registered):
     assert L.Embedding not in view and L.InputLayer in view
     with pytest.raises(TypeError, match="register_layer"):
         view[SmallConv] = view[L.Conv2D]
+    with pytest.raises(TypeError, match="read-only"):
+        del view[L.Conv2D]
     _REGISTRY.pop(SmallConv)
     try:
         assert SmallConv not in view

@@ -330,14 +330,14 @@ class _RegisteredQuantization(collections.abc.Mapping):
     def __len__(self) -> int:
         return len(self._rows())
 
-    def __setitem__(self, layer_class: type, row: Any) -> None:
+    def _read_only(self, *args: Any) -> None:
         raise TypeError(
             "LAYER_QUANTIZATION is a read-only view of the layer registry. Fix: declare the layer's "
             "quantization on its handler, `handler.quantization = tfprune.layers.QuantizationSpec(...)`, and "
             "register it: `tfprune.register_layer(LayerClass, handler)`."
         )
 
-    __delitem__ = __setitem__
+    __setitem__ = __delitem__ = _read_only
 
     def __repr__(self) -> str:
         return f"LAYER_QUANTIZATION({', '.join(cls.__name__ for cls in self)})"
