@@ -153,7 +153,7 @@ class LayerHandler:
     keras_int4_group_axis: int = 0
     quantization: QuantizationSpec | None = None  # see the module docstring
 
-    def with_quantization(self, spec: QuantizationSpec | None) -> "LayerHandler":
+    def with_quantization(self, spec: QuantizationSpec | None) -> LayerHandler:
         """A copy of this handler declaring `spec`: one class of a shared handler quantized its own way.
 
         Example:
