@@ -56,6 +56,24 @@ def test_discovery_tf_checkpoint(trained):
     assert any(f.endswith("model.json") for f in choice.files) and choice.bytes > 0
 
 
+def test_tf_checkpoint_restores_masks_and_thresholds_from_a_relative_directory(trained, monkeypatch):
+    """Masks, thresholds and steps come back from a TensorFlow checkpoint exactly, and a directory given
+    relative to the working directory is found (TensorFlow joins it to the index's paths itself)."""
+    from tfprune.export.checkpoints import load_checkpoint
+
+    root, model, _ = trained
+    monkeypatch.chdir(root)
+    choice = find_latest_checkpoint("tf_ckpt")
+    assert choice.kind == "tf_checkpoint" and os.path.isfile(choice.path + ".index")
+    restored = load_checkpoint(choice)
+    names = [w.path for w in model.weights]
+    assert any(n.endswith("_mask") for n in names) and any(n.endswith("_threshold") for n in names)
+    for original, loaded in zip(model.weights, restored.weights):
+        assert original.path.split("/")[-1] == loaded.path.split("/")[-1]
+        np.testing.assert_array_equal(loaded.numpy(), original.numpy(), err_msg=original.path)
+    assert any(row["threshold"] > 0 and row["sparsity"] > 0.7 for row in tfprune.sparsity_report(restored))
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "no_checkpoint", "a_file", "tf_without_json"])
 def test_discovery_errors(tmp_path, trained, case):
     target = tmp_path / "ckpts"

@@ -137,6 +137,44 @@ def test_nested_models_are_followed():
     assert set(graph.root_of[consumer.slots["in"]]) == set(group_of(graph, "outer_conv").units)
 
 
+def test_layer_shared_by_a_nested_model_and_the_outer_model_stays_one_layer():
+    shared = layers.Dense(8, name="shared")
+    inner_in = keras.Input((4, 6))
+    inner = keras.Model(inner_in, shared(layers.Dense(8, activation="relu", name="first")(inner_in)), name="inner")
+    x = keras.Input((4, 6))
+    y = layers.Dense(8, activation="relu", name="mid")(inner(x))
+    model = verify.randomize_statistics(keras.Model(x, layers.Dense(2)(layers.Add()([y, shared(y)]))))
+    pruned, report = prune_filters(model, 0.5)
+    outer = pruned.get_layer("shared")
+    assert outer is pruned.get_layer("inner").get_layer("shared") and outer.kernel.shape == (4, 4)
+    data = np.random.default_rng(0).normal(size=(3, 4, 6)).astype("float32")
+    assert verify.max_abs_difference(model, pruned, report, data) < 1e-5
+
+
+@pytest.mark.parametrize("key,keeps", [
+    ((slice(None), 0, slice(None)), True), ((slice(None), 0), True), ((Ellipsis, slice(None)), True),
+    ((slice(None), None, slice(1, None)), True), ((Ellipsis, 0), False), ((Ellipsis, slice(0, 4)), False),
+    ((slice(None), slice(None), slice(None), None), False), (([0, 1],), False),
+])
+def test_indexing_keeps_the_channel_axis_only_when_it_stays_whole_and_last(key, keeps):
+    from tfprune.layers.reshape import keeps_last_axis
+
+    assert keeps_last_axis(key, 3) is keeps
+
+
+def test_indexing_passes_channels_through_and_other_keys_are_kept():
+    x = keras.Input((5, 6))
+    h = layers.Dense(8, activation="relu", name="a")(x)
+    y = layers.Dense(3, name="head")(h[:, 0, :])
+    z = layers.Dense(3, name="tail")(layers.Dense(8, name="b")(x)[..., :4])
+    model = verify.randomize_statistics(keras.Model(x, [y, z]))
+    pruned, report = prune_filters(model, 0.5)
+    assert pruned.get_layer("a").kernel.shape == (6, 4) and pruned.get_layer("b").kernel.shape == (6, 8)
+    assert any("does not keep the channel axis" in reason for _, reason in report.unsupported)
+    data = np.random.default_rng(0).normal(size=(2, 5, 6)).astype("float32")
+    assert verify.max_abs_difference(model, pruned, report, data) < 1e-5
+
+
 def test_shared_layer_couples_its_inputs():
     x = keras.Input((6, 6, 3))
     shared = layers.Conv2D(4, 1, name="shared")

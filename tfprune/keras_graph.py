@@ -52,6 +52,7 @@ __all__ = [
     "is_graph_model",
     "iter_layers",
     "layer_config",
+    "replace_sublayer",
 ]
 
 
@@ -70,6 +71,18 @@ class Call:
     output_shapes: list[tuple]
     constants: bool = False  # a non-scalar constant among the arguments (e.g. `x * array`)
     input_names: list[str] = dataclasses.field(default_factory=list)  # call argument of each input
+    arguments: tuple = ((), {})  # the call's (args, kwargs) as recorded, tensors included
+
+    def argument(self, name: str, position: int, default: Any = None) -> Any:
+        """The value passed for call argument `name` (keyword, else positional `position`), or `default`.
+
+        Example:
+            >>> call.argument("reverse", 1, False)      # ReversibleEmbedding(x, reverse=True)
+        """
+        args, kwargs = self.arguments
+        if name in kwargs:
+            return kwargs[name]
+        return args[position] if len(args) > position else default
 
 
 def _input_names(node: Any) -> list[str]:
@@ -187,6 +200,7 @@ def flatten_model(model: keras.Model, nested_inputs: dict | None = None) -> tupl
                         output_shapes=[tuple(t.shape) for t in node.outputs],
                         constants=_has_constants(node),
                         input_names=_input_names(node),
+                        arguments=(tuple(node.arguments.args), dict(node.arguments.kwargs)),
                     )
                 )
 
@@ -277,6 +291,20 @@ def _rebuild_error(layer: Any, err: Exception) -> LayerRebuildError:
         "every `__init__` argument (and `from_config` if it needs more than `cls(**config)`), and register "
         "it with `@keras.saving.register_keras_serializable()`."
     )
+
+
+def replace_sublayer(layer: keras.layers.Layer, attribute: str, new: keras.layers.Layer) -> None:
+    """Sets `layer.<attribute>` to `new` in the place of the sublayer it held, so that `layer.weights`
+    keeps its order (the old sublayer and its weights are no longer tracked).
+
+    Example:
+        >>> replace_sublayer(block, "_self_attention_layer", smaller_attention)
+    """
+    old = getattr(layer, attribute)
+    if not any(sub is old for sub in layer._layers):
+        raise ValueError(f"{layer.name}.{attribute} is not a tracked sublayer of {type(layer).__name__}.")
+    layer._tracker.replace_tracked_value("layers", old, new)
+    setattr(layer, attribute, new)  # already tracked in the old one's place: nothing is appended
 
 
 def layer_config(layer: keras.layers.Layer) -> dict:

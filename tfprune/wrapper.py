@@ -234,6 +234,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     aggregation="only_first_replica",
                 )
             )
+            # Attributes as well as list entries: TensorFlow checkpoints (tf.train.Checkpoint) save what a
+            # layer holds in its attributes, not in plain lists.
+            setattr(self, f"{name}_mask", self.masks[-1])
+            setattr(self, f"{name}_threshold", self.thresholds[-1])
         # -1 means "UpdatePruningStep has not started training"; a wrapper first built inside `fit`
         # (a subclassed model built by its first batch) starts at 0, as on_train_begin would have set it.
         start = 0 if self.fit_is_training else -1

@@ -83,6 +83,8 @@ class CheckpointChoice:
 
 
 def _tf_checkpoint_candidates(directory: str) -> list[tuple[float, str, str, list[str]]]:
+    # TensorFlow returns the index's relative paths joined to the directory as given: absolute avoids joining twice
+    directory = os.path.abspath(directory)
     if not os.path.isfile(os.path.join(directory, "checkpoint")):
         return []
     import tensorflow as tf

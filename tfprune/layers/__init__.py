@@ -5,6 +5,8 @@ Each module here describes one family of built-in layers with a `LayerHandler` a
 one call, `tfprune.register_layer(MyLayer, handler)`, and gets every capability its handler declares:
 magnitude-prunable weights, MACs, dependency-graph tracing and rebuild, zeroing for verification,
 BatchNormalization folding and quantization (a `QuantizationSpec`, read by `tfprune.quantization`).
+keras_hub layers (Transformer blocks, position embeddings) are handled by `keras_hub_handlers`,
+imported the first time a keras_hub layer is looked up.
 
 Example:
     >>> class Scale(keras.layers.Layer): ...          # per-channel multiplier on the last axis
@@ -52,6 +54,12 @@ from tfprune.layers.reshape import FlattenHandler, ReshapeHandler
 from tfprune.layers.recurrent import GenericRNNHandler, RecurrentHandler
 from tfprune.layers.attention import ATTENTION_MODES, MultiHeadAttentionHandler, check_attention_mode
 from tfprune.layers.pruned_normalization import PrunedLayerNormalization, PrunedRMSNormalization
+from tfprune.layers.deferred import defer_package, defer_serializable
+
+# keras_hub: handlers and pruned block classes are imported only for models that use keras_hub
+defer_package("keras_hub", "tfprune.layers.keras_hub_handlers")
+for _name in ("PrunedTransformerEncoder", "PrunedTransformerDecoder"):
+    defer_serializable(f"tfprune>{_name}", "tfprune.layers.pruned_transformer", _name)
 
 __all__ = [
     "ATTENTION_MODES",

@@ -80,6 +80,43 @@ def _array(variables: dict, name: str, transform: Callable) -> np.ndarray | None
     return None if out is None else np.asarray(out, dtype=np.float64)
 
 
+def check_projections(layer: Any) -> None:
+    """Raises `Unsupported` unless `layer`'s weights are its plain query/key/value/(gate)/output kernels
+    and biases (no LoRA, no quantization, nothing else)."""
+    if getattr(layer, "quantization_mode", None) or any(
+        getattr(sub, "lora_enabled", False) or getattr(sub, "quantization_mode", None)
+        for sub in _sublayers(layer).values()
+    ):
+        raise Unsupported("LoRA or quantized attention projections")
+    known = {id(v) for v in _variables(layer).values()}
+    extra = [v.path for v in layer.weights if id(v) not in known]
+    if extra:
+        raise Unsupported(f"weights outside the query/key/value/output projections: {extra}")
+
+
+def couple_heads(graph: Any, layer: Any, qk: np.ndarray, v: np.ndarray, returns_scores: bool = False) -> str:
+    """Couples the 'qk' and 'v' labels of an attention layer as the graph's `attention` mode says
+    (see the module docstring) and returns the mode. `returns_scores`: the call also returns the
+    attention scores, whose head axis keeps the heads in 'heads' mode."""
+    heads, kd, vd = layer.num_heads, layer.key_dim, layer.value_dim
+    mode = graph.attention
+    qk2, v2 = qk.reshape(heads, kd), v.reshape(heads, vd)
+    if mode == "keep":
+        graph.freeze(np.concatenate([qk, v]), f"{layer.name}: attention='keep'")
+    elif mode == "heads":
+        for d in range(1, kd):
+            graph.union(qk2[:, 0], qk2[:, d])
+        for d in range(vd):
+            graph.union(qk2[:, 0], v2[:, d])
+        if returns_scores:
+            graph.freeze(qk, f"{layer.name} returns attention scores, which have a head axis")
+    else:
+        for h in range(1, heads):
+            graph.union(qk2[0], qk2[h])
+            graph.union(v2[0], v2[h])
+    return mode
+
+
 class MultiHeadAttentionHandler(LayerHandler):
     """keras.layers.MultiHeadAttention (and subclasses without further weights)."""
 
@@ -108,16 +145,8 @@ class MultiHeadAttentionHandler(LayerHandler):
     # tracing ----------------------------------------------------------------------------
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         layer = call.layer
-        if getattr(layer, "quantization_mode", None) or any(
-            getattr(sub, "lora_enabled", False) or getattr(sub, "quantization_mode", None)
-            for sub in _sublayers(layer).values()
-        ):
-            raise Unsupported("LoRA or quantized attention projections")
+        check_projections(layer)
         variables = _variables(layer)
-        known = {id(v) for v in variables.values()}
-        extra = [v.path for v in layer.weights if id(v) not in known]
-        if extra:
-            raise Unsupported(f"weights outside the query/key/value/output projections: {extra}")
         names = list(call.input_names) or ["query", "value", "key"][: len(call.inputs)]
         by_name = dict(zip(names, call.inputs))
         if "query" not in by_name or "value" not in by_name:
@@ -139,23 +168,9 @@ class MultiHeadAttentionHandler(LayerHandler):
             graph.freeze(out, f"{layer.name} has a multi-axis output_shape {layer._output_shape}")
         qk = graph.producer(layer, heads * kd, slot="qk")
         v = graph.producer(layer, heads * vd, slot="v")
-        mode = graph.attention
-        rec.info["attention"] = mode
-        if mode == "keep":
-            graph.freeze(np.concatenate([qk, v]), f"{layer.name}: attention='keep'")
-        elif mode == "heads":
-            qk2, v2 = qk.reshape(heads, kd), v.reshape(heads, vd)
-            for d in range(1, kd):
-                graph.union(qk2[:, 0], qk2[:, d])
-            for d in range(vd):
-                graph.union(qk2[:, 0], v2[:, d])
-            if len(call.outputs) > 1:
-                graph.freeze(qk, f"{layer.name} returns attention scores, which have a head axis")
-        else:
-            qk2, v2 = qk.reshape(heads, kd), v.reshape(heads, vd)
-            for h in range(1, heads):
-                graph.union(qk2[0], qk2[h])
-                graph.union(v2[0], v2[h])
+        rec.info["attention"] = couple_heads(graph, layer, qk, v, returns_scores=len(call.outputs) > 1)
+        if any("cache" in name for name in by_name):
+            graph.freeze(np.concatenate([qk, v]), f"{layer.name} reads a key/value cache, which has head axes")
         outputs = [out]
         for shape in call.output_shapes[1:]:  # attention scores: key positions on the last axis
             outputs.append(graph.fresh(int(shape[-1] or 0), reason=f"{layer.name} attention scores"))
@@ -217,6 +232,14 @@ class MultiHeadAttentionHandler(LayerHandler):
                     w = (w * q_scale).astype(weights[0].dtype)
             out.append(w)
         return out
+
+    def report_note(self, rec: Any, keep: Keep) -> str:
+        layer = rec.layer
+        heads, kd, vd = self._kept_shape(rec, keep)
+        if (heads, kd, vd) == (layer.num_heads, layer.key_dim, layer.value_dim):
+            return ""
+        return (f"heads {layer.num_heads}->{heads}, key_dim {layer.key_dim}->{kd}, "
+                f"value_dim {layer.value_dim}->{vd}")
 
     # importance -------------------------------------------------------------------------
     def filter_weight(self, layer: Any) -> tuple[Any, int]:

@@ -21,6 +21,8 @@ Structured pruning (`tfprune.structured`)
     * `new_config(record, config, keep)`, `new_weights(record, weights, keep)`, `new_layer(...)`:
       the rebuilt layer once channels are removed (`keep(slot)` gives the kept positions of a slot:
       'in', 'out' or 'mid');
+    * `report_note(record, keep)`: how the layer's shape changes beyond its channel count (attention
+      heads), for the pruning report;
     * `zero_channels(layer, removed)`: silence removed output channels in place (verification);
     * `produced_slots(record)`, `zero_slots(layer, removed)`: for a layer that produces more than
       its output channels (attention heads), the slots it produces and how to silence them;
@@ -200,6 +202,10 @@ class LayerHandler:
     def new_layer(self, rec: Any, layer: Any, config: dict) -> Any:
         """The pruned layer, from its new config (a handler may change the class)."""
         return layer.__class__.from_config(config)
+
+    def report_note(self, rec: Any, keep: Keep) -> str:
+        """How the rebuilt layer's shape changes beyond its channel count (e.g. 'heads 8->4, ...'), or ''."""
+        return ""
 
     def filter_weight(self, layer: Any) -> tuple[Any, int] | None:
         """(weight variable, output-channel axis) of a producer, for importance criteria."""

@@ -1,5 +1,10 @@
 """Embedding: a producer of `output_dim` channels; the table is (input_dim, output_dim).
 
+ReversibleEmbedding (keras.layers, used by keras_hub language models) also maps hidden channels back
+to vocabulary logits when called with `reverse=True`; that call consumes the same channels its
+table produces (with `tie_weights=False`, the rows of its `reverse_embeddings`), so both are pruned
+together.
+
 Example:
     >>> get_handler(keras.layers.Embedding(100, 8)).prunable_weights   # ('embeddings',)
 """
@@ -45,4 +50,27 @@ class EmbeddingHandler(LayerHandler):
         layer.set_weights(weights)
 
 
+class ReversibleEmbeddingHandler(EmbeddingHandler):
+    """keras.layers.ReversibleEmbedding: forward calls produce channels; reverse calls consume them."""
+
+    def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
+        layer = call.layer
+        out = super().trace(graph, call)[0]
+        if not call.argument("reverse", 1, False):
+            return [out]
+        labels = graph.slot(layer, "in_reverse", graph.values[call.inputs[0]])
+        if len(labels) != len(out):
+            raise Unsupported(f"reverse call on {len(labels)} channels, the table has {len(out)}")
+        graph.union(labels, out)
+        return [graph.fresh(layer.input_dim, reason=f"{layer.name} (reverse) outputs vocabulary logits")]
+
+    def new_weights(self, rec: Any, weights: list[np.ndarray], keep: Keep) -> list[np.ndarray]:
+        kept = keep("out")
+        names = [v.path.split("/")[-1] for v in rec.layer.weights]
+        return [w[kept] if name == "reverse_embeddings" else w[:, kept] if name == "embeddings" else w
+                for name, w in zip(names, weights)]
+
+
 register_layer(keras.layers.Embedding, EmbeddingHandler())
+if hasattr(keras.layers, "ReversibleEmbedding"):
+    register_layer(keras.layers.ReversibleEmbedding, ReversibleEmbeddingHandler())

@@ -2,7 +2,8 @@
 
 One lookup rule for every capability: the layer's exact class first, then its base classes in
 method-resolution order, so a subclass of Dense is handled as Dense unless registered itself.
-Anything not found gets `Unknown` (nothing pruned or counted; its channels are frozen in the
+Handlers for optional packages (keras_hub) are imported the first time a class of that package is
+looked up (see `deferred`). Anything not found gets `Unknown` (nothing pruned or counted; its channels are frozen in the
 dependency graph).
 
 Example:
@@ -17,6 +18,7 @@ from typing import Any
 import keras
 
 from tfprune.layers.base import LayerHandler, Unknown, UnsupportedLayerError
+from tfprune.layers.deferred import load_handlers_for
 
 _REGISTRY: dict[type, LayerHandler] = {}
 _UNKNOWN = Unknown()
@@ -41,7 +43,11 @@ def register_layer(layer_class: type, handler: LayerHandler) -> None:
 
 
 def lookup(layer_class: type) -> LayerHandler | None:
-    """The handler registered for `layer_class` or its nearest registered base class, else None."""
+    """The handler registered for `layer_class` or its nearest registered base class, else None.
+
+    A class from a package with deferred handlers (keras_hub) first loads them.
+    """
+    load_handlers_for(layer_class)
     for cls in layer_class.__mro__:
         handler = _REGISTRY.get(cls)
         if handler is not None:

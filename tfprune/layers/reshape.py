@@ -1,4 +1,4 @@
-"""Flatten and Reshape in the dependency graph.
+"""Flatten, Reshape and indexing (`x[:, 0, :]`) in the dependency graph.
 
 Example:
     >>> get_handler(keras.layers.Flatten())      # channel c repeats at every spatial position
@@ -53,5 +53,44 @@ class ReshapeHandler(LayerHandler):
         return dict(config, target_shape=tuple(target))
 
 
+def keeps_last_axis(key: Any, rank: int) -> bool:
+    """Whether basic indexing `x[key]` of a rank-`rank` tensor keeps its last axis whole and last.
+
+    Example:
+        >>> keeps_last_axis((slice(None), 0, slice(None)), 3), keeps_last_axis((Ellipsis, 0), 3)   # True, False
+    """
+    key = key if isinstance(key, tuple) else (key,)
+    if not all(k is None or k is Ellipsis or isinstance(k, (int, slice)) for k in key) or key.count(Ellipsis) > 1:
+        return False  # tensor or list indices (gather), several ellipses
+    used = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if used > rank:
+        return False
+    fill = (slice(None),) * (rank - used)
+    if Ellipsis in key:
+        at = key.index(Ellipsis)
+        key = key[:at] + fill + key[at + 1:]
+    else:
+        key = key + fill
+    last = max(i for i, k in enumerate(key) if k is not None)
+    entry = key[last]
+    full = isinstance(entry, slice) and entry.start in (None, 0) and entry.stop is None and entry.step in (None, 1)
+    return full and last == len(key) - 1
+
+
+class GetItemHandler(LayerHandler):
+    """`x[key]` (keras.ops GetItem) with slices and integers that leave the channel axis whole: the
+    channels pass through (e.g. the [CLS] position `x[:, 0, :]`). Other keys are not understood."""
+
+    latency = "untimed"
+
+    def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
+        key = call.argument("key", 1)
+        rank = len(call.input_shapes[0])
+        if not keeps_last_axis(key, rank):
+            raise Unsupported(f"indexing with {key!r} does not keep the channel axis whole")
+        return [graph.values[call.inputs[0]]]
+
+
 register_layer(keras.layers.Flatten, FlattenHandler())
 register_layer(keras.layers.Reshape, ReshapeHandler())
+register_layer(keras.src.ops.numpy.GetItem, GetItemHandler())

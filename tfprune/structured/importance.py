@@ -224,7 +224,8 @@ class TaylorImportance(Importance):
             else:
                 loss = tf.reduce_mean(tf.square(tf.cast(y, out.dtype) - out))
         grads = tape.gradient(loss, variables)
-        self._grads = {id(v): np.asarray(g) for v, g in zip(variables, grads) if g is not None}
+        # an Embedding's gradient is sparse (IndexedSlices): densify it
+        self._grads = {id(v): np.asarray(tf.convert_to_tensor(g)) for v, g in zip(variables, grads) if g is not None}
 
     def layer_scores(self, rec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         if not self.is_producer(rec):

@@ -53,12 +53,15 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
     def new_inputs(inputs: Any, keys: Any) -> list:
         tensors = []
         for t, key in zip(inputs, keys):
-            channels = len(graph.kept_indices(graph.values[key], removed))
-            shape = tuple(t.shape[:-1]) + (channels,)
+            shape = tuple(t.shape)
+            if shape and shape[-1] is not None:  # a dynamic last axis (token ids) has no channels
+                shape = shape[:-1] + (len(graph.kept_indices(graph.values[key], removed)),)
             tensors.append(keras.Input(batch_shape=shape, dtype=t.dtype, name=t._keras_history.operation.name))
         return tensors
 
     def clone_layer(layer: Any) -> Any:
+        if id(layer) in new_layers:  # shared by a nested model and the model around it: one copy
+            return new_layers[id(layer)]
         if isinstance(layer, keras.Model) and id(layer) in graph.nested_inputs:
             new = clone_nested(layer, graph.nested_inputs[id(layer)][0])
             new_layers[id(layer)] = new
@@ -130,11 +133,9 @@ def _layer_reports(graph, removed, decisions) -> list[LayerReport]:
             for extra in rec.handler.produced_slots(rec):
                 if extra != slot and extra in rec.slots:
                     slots[extra] = (len(rec.slots[extra]), graph.kept_indices(rec.slots[extra], removed))
-        if "qk" in slots and hasattr(layer, "num_heads"):
-            heads = rec.handler.new_config(rec, {}, lambda s: graph.kept_indices(rec.slots[s], removed))
-            if heads.get("num_heads") != layer.num_heads or heads.get("key_dim") != layer.key_dim:
-                note = (f"heads {layer.num_heads}->{heads['num_heads']}, key_dim {layer.key_dim}->"
-                        f"{heads['key_dim']}, value_dim {layer.value_dim}->{heads['value_dim']}")
+        if slots:
+            shape_note = rec.handler.report_note(rec, lambda s: graph.kept_indices(rec.slots[s], removed))
+            note = shape_note or note
         out.append(LayerReport(
             name=layer.name, type=type(layer).__name__, group=group, channels_before=before,
             channels_after=after, requested_ratio=decision.requested_ratio if decision else None,
