@@ -94,3 +94,23 @@ def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
     assert "tfprune.masks" in graph["tfprune.mask_rules"]
     assert len(graph) > 40
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
+
+
+def test_the_layer_registry_sits_below_quantization():
+    graph = import_graph()
+    layer_modules = [name for name in graph if name == "tfprune.layers" or name.startswith("tfprune.layers.")]
+    assert "tfprune.layers.quantization_spec" in layer_modules
+    for name in layer_modules:
+        reached = sorted(m for m in _reachable(graph, name) if m.startswith("tfprune.quantization"))
+        assert reached == [], f"{name} imports {reached}"
+    assert "tfprune.layers" in _reachable(graph, "tfprune.quantization.configs")  # quantization reads the registry

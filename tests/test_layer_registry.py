@@ -188,3 +188,13 @@ def test_latency_roles_come_from_the_handlers():
     assert [role(x) for x in (L.Dropout(0.1), L.Flatten(), L.Reshape((4,)))] == ["untimed"] * 3
     assert [role(x) for x in (L.Activation("softmax"), L.GlobalAveragePooling2D(), L.Concatenate(),
                               L.Maximum())] == ["alone"] * 4
+
+
+def test_softmax_has_a_home_it_passes_through_a_pruned_list_and_is_not_traced():
+    dense, softmax = tfprune.prune_low_magnitude([keras.layers.Dense(3), keras.layers.Softmax()])
+    assert isinstance(dense, tfprune.PruneLowMagnitude) and type(softmax) is keras.layers.Softmax
+    assert layer_lib.get_handler(softmax).quantization.kind == "activation"  # TFLite's fixed output range
+    x = keras.Input((4,))
+    h = keras.layers.Dense(6, name="d")(x)
+    graph = DependencyGraph(keras.Model(x, keras.layers.Dense(2)(keras.layers.Softmax()(h))))
+    assert not next(g for g in graph.groups if "d" in g.producers).prunable  # softmax mixes d's channels

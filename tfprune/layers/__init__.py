@@ -3,9 +3,10 @@
 Each module here describes one family of built-in layers with a `LayerHandler` and registers it;
 `registry` holds the table (exact class first, then the class hierarchy). A custom layer joins with
 one call, `tfprune.register_layer(MyLayer, handler)`, and gets every capability its handler declares:
-magnitude-prunable weights, MACs, dependency-graph tracing and rebuild, zeroing for verification and
-BatchNormalization folding. keras_hub layers (Transformer blocks, position embeddings) are handled
-by `keras_hub_handlers`, imported the first time a keras_hub layer is looked up.
+magnitude-prunable weights, MACs, dependency-graph tracing and rebuild, zeroing for verification,
+BatchNormalization folding and quantization (a `QuantizationSpec`, read by `tfprune.quantization`).
+keras_hub layers (Transformer blocks, position embeddings) are handled by `keras_hub_handlers`,
+imported the first time a keras_hub layer is looked up.
 
 Example:
     >>> class Scale(keras.layers.Layer): ...          # per-channel multiplier on the last axis
@@ -24,6 +25,7 @@ from tfprune.layers.base import (
     check_channels_last,
     static_shape,
 )
+from tfprune.layers.quantization_spec import QuantizationSpec
 from tfprune.layers.registry import (
     get_handler,
     is_pass_through,
@@ -84,6 +86,7 @@ __all__ = [
     "PrunableLayer",
     "PrunedLayerNormalization",
     "PrunedRMSNormalization",
+    "QuantizationSpec",
     "RecurrentHandler",
     "ReshapeHandler",
     "Separable",

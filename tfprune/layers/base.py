@@ -35,8 +35,15 @@ BatchNormalization folding (`tfprune.structured.fold_batchnorm`)
     * `can_fold_batchnorm(layer)`, `fold_batchnorm(layer, scale, shift)`: whether an inference
       BatchNormalization after this layer merges into it, and the merged weights.
 
-Room for more: a quantization scheme or a one-shot pruner can look a layer up the same way and
-read further attributes of its handler.
+Quantization (`tfprune.quantization`)
+    * `quantization`: a `QuantizationSpec` (plain data: which weights, their channel axes, BatchNormalization
+      folding, activation fusion, ...) from which every quantization scheme builds the layer's
+      `QuantizeConfig`; None (not declared) quantizes a weightless layer's output and refuses one with
+      weights. `with_quantization(spec)` is a copy of a shared handler with another spec, for a class
+      registered with it.
+
+Room for more: a one-shot pruner can look a layer up the same way and read further attributes of its
+handler.
 
 Example:
     >>> class Scale(keras.layers.Layer): ...            # y = x * w, one weight per channel
@@ -46,10 +53,13 @@ Example:
 from __future__ import annotations
 
 import abc
+import copy
 from typing import Any, Callable
 
 import keras
 import numpy as np
+
+from tfprune.layers.quantization_spec import QuantizationSpec
 
 Keep = Callable[[str], np.ndarray]
 
@@ -165,6 +175,19 @@ class LayerHandler:
     # Keras' own `layer.quantize("int4")` with groups: the axis of the (unpacked) weight its `g_idx`
     # runs along, 0 (Dense, EinsumDense: scale/zero are [groups, columns]) or -1 (Embedding).
     keras_int4_group_axis: int = 0
+    quantization: QuantizationSpec | None = None  # see the module docstring
+
+    def with_quantization(self, spec: QuantizationSpec | None) -> LayerHandler:
+        """A copy of this handler declaring `spec`: one class of a shared handler quantized its own way.
+
+        Example:
+            >>> register_layer(L.MaxPooling2D, PassThrough().with_quantization(QuantizationSpec("none")))
+        """
+        if spec is not None and not isinstance(spec, QuantizationSpec):
+            raise TypeError(f"Expected a tfprune.layers.QuantizationSpec or None, received {type(spec).__name__}.")
+        handler = copy.copy(self)
+        handler.quantization = spec
+        return handler
 
     # magnitude pruning ---------------------------------------------------------------
     def prunable_weight_names(self, layer: Any) -> tuple[str, ...]:

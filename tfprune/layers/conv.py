@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from tfprune.layers.base import Keep, LayerHandler, check_channels_last, freeze_mixing_activation, prod
+from tfprune.layers.quantization_spec import QuantizationSpec
 from tfprune.layers.registry import register_layer
 
 
@@ -70,6 +71,7 @@ class Conv(OutputsOnLastAxis):
     once; groups == input channels (depthwise-like) passes channels through like DepthwiseConv."""
 
     prunable_weights = ("kernel",)
+    quantization = QuantizationSpec("weights", ("kernel",), folds_batchnorm=True, fuses_activation=True)
 
     def macs(self, layer: Any, input_shape: tuple, output_shape: tuple) -> int:
         return prod(output_shape[1:]) * math.prod(layer.kernel.shape[:-1])
@@ -166,6 +168,9 @@ class Depthwise(LayerHandler):
     latency = "anchor"
 
     prunable_weights = ("kernel",)
+    # per (input x multiplier) channel: the kernel's last two axes
+    quantization = QuantizationSpec("weights", ("kernel",), channel_dims=2, folds_batchnorm=True,
+                                    fuses_activation=True)
 
     def macs(self, layer: Any, input_shape: tuple, output_shape: tuple) -> int:
         return prod(output_shape[1:]) * math.prod(layer.kernel_size)
@@ -207,6 +212,9 @@ class Separable(LayerHandler):
     latency = "anchor"
 
     prunable_weights = ("depthwise_kernel", "pointwise_kernel")
+    # run as TFLite runs it: depthwise (per input x multiplier channel), a quantized tensor, pointwise
+    quantization = QuantizationSpec("weights", ("depthwise_kernel", "pointwise_kernel"), channel_dims=2,
+                                    fuses_activation=True, separable=True)
 
     def macs(self, layer: Any, input_shape: tuple, output_shape: tuple) -> int:
         spatial = prod(output_shape[1:-1])

@@ -18,6 +18,7 @@ import numpy as np
 
 from tfprune.layers.base import Keep, LayerHandler, Unsupported, freeze_mixing_activation, prod
 from tfprune.layers.conv import OutputsOnLastAxis
+from tfprune.layers.quantization_spec import QuantizationSpec
 from tfprune.layers.registry import register_layer
 
 
@@ -25,6 +26,9 @@ class DenseHandler(OutputsOnLastAxis):
     """Dense: kernel is (in, units) and acts on the last axis."""
 
     prunable_weights = ("kernel",)
+    # per tensor: TFLite's converter cannot transpose per-channel FULLY_CONNECTED weights
+    quantization = QuantizationSpec("weights", ("kernel",), per_channel=False, folds_batchnorm=True,
+                                    fuses_activation=True)
 
     def macs(self, layer: Any, input_shape: tuple, output_shape: tuple) -> int:
         return prod(input_shape[1:-1]) * math.prod(layer.kernel.shape)

@@ -6,12 +6,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
 import numpy as np
 
 from tfprune.layers.base import LayerHandler, Unsupported
+from tfprune.layers.quantization_spec import OUTPUT, QuantizationSpec
 from tfprune.layers.registry import register_layer
 
 
@@ -19,6 +21,8 @@ class Merge(LayerHandler):
     """Add, Subtract, Multiply, Average, Maximum, Minimum (layers, or the same keras.ops on
     tensors): equal channels are coupled. An input with a single channel broadcasts (its channel
     is kept); a unary call (e.g. `x * 2.0`, `relu(x)`) passes channels through."""
+
+    quantization = OUTPUT
 
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         if call.constants:
@@ -42,6 +46,9 @@ class ConcatenateHandler(LayerHandler):
     """Concatenate on the channel axis joins label arrays (offset slices); on another axis the
     inputs' channels are coupled."""
 
+    # TFLite wants the inputs on the output's scale: a producer read only by it takes its range
+    quantization = QuantizationSpec("output", fuses_activation=True, same_scale_inputs=True)
+
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         labels = [graph.values[k] for k in call.inputs]
         rank = len(call.output_shapes[0])
@@ -59,6 +66,7 @@ class FusingMerge(Merge):
     """Add, Subtract, Multiply: TFLite fuses a following activation into them."""
 
     latency = "anchor"
+    quantization = dataclasses.replace(OUTPUT, fuses_activation=True)
 
 
 L = keras.layers

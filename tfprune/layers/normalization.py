@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
@@ -20,6 +21,7 @@ import numpy as np
 from tfprune.layers import pruned_normalization
 from tfprune.layers.base import Keep, LayerHandler, prod
 from tfprune.layers.passthrough import PerChannel, check_last_axis
+from tfprune.layers.quantization_spec import NORMALIZATION, OUTPUT
 from tfprune.layers.registry import register_layer
 
 LAYER_NORM_MODES = ("exact", "approximate", "keep")
@@ -43,6 +45,8 @@ class BatchNormalizationHandler(PerChannel):
     """BatchNormalization over the channel axis."""
 
     latency = "fused"
+    # an output range when it stands alone; folded into a conv / dense before it when that can be
+    quantization = dataclasses.replace(OUTPUT, fuses_activation=True)
 
     def __init__(self) -> None:
         super().__init__(check_last_axis)
@@ -71,6 +75,8 @@ class ChannelNormalization(PerChannel):
         (reported as not exact);
       * 'keep': the channels it normalises are not pruned.
     """
+
+    quantization = NORMALIZATION  # over the last axis; another axis is left to a QuantizeConfig
 
     def __init__(self, pruned_class: type, counts_macs: bool = True) -> None:
         super().__init__(check_last_axis)

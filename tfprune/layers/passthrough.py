@@ -1,5 +1,6 @@
 """Channel-wise layers: without weights (activations, dropout, pooling, padding, cropping) or with
-per-channel weights on the last axis that are never magnitude-pruned (PReLU).
+per-channel weights on the last axis that are never magnitude-pruned (PReLU); Softmax, which the
+dependency graph does not trace.
 
 Example:
     >>> register_layer(MyChannelwiseActivation, PassThrough())
@@ -7,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import keras
@@ -20,6 +22,7 @@ from tfprune.layers.base import (
     activation_name,
     check_channels_last,
 )
+from tfprune.layers.quantization_spec import ACTIVATION, INPUT_SCALE, OUTPUT, QuantizationSpec
 from tfprune.layers.registry import register_layer
 
 Check = Callable[[dict, int], None]
@@ -109,10 +112,29 @@ def check_last_axis(config: dict, rank: int) -> None:
         raise Unsupported(f"normalises over axis {axis}; only the last (channel) axis is understood")
 
 
+def check_softmax(config: dict, rank: int) -> None:
+    """Refuses a Softmax layer: it is not traced (over the channel axis it mixes channels)."""
+    raise Unsupported(f"softmax over axis {config.get('axis', -1)} is not traced")
+
+
+# Quantization of the pooling, padding, cropping and upsampling layers: TFLite runs max pooling,
+# padding and cropping on their input's scale (nothing to quantize); average pooling, upsampling and
+# the 3-D variants get an output range; MaxPooling2D and AveragePooling2D fuse a following ReLU.
+_ON_INPUT_SCALE = {"MaxPooling1D", "MaxPooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "ZeroPadding1D",
+                   "ZeroPadding2D", "Cropping1D", "Cropping2D"}
+_FUSES_ACTIVATION = {"MaxPooling2D", "AveragePooling2D"}
+
+
+def _quantization(name: str) -> QuantizationSpec:
+    spec = INPUT_SCALE if name in _ON_INPUT_SCALE else OUTPUT
+    return dataclasses.replace(spec, fuses_activation=name in _FUSES_ACTIVATION)
+
+
 L = keras.layers
 _PASS_THROUGH = PassThrough()
-_ACTIVATION = PassThrough(latency="fused")  # fused into the producer before it by TFLite / TensorFlow
-_NOT_TIMED = PassThrough(latency="untimed")  # identity at inference: part of a model's fixed overhead
+_ACTIVATION = PassThrough(latency="fused").with_quantization(ACTIVATION)  # fused into the producer by TFLite
+# identity at inference: part of a model's fixed overhead, run on the input's scale
+_NOT_TIMED = PassThrough(latency="untimed").with_quantization(INPUT_SCALE)
 for _name in ["ReLU", "LeakyReLU", "ELU"]:
     register_layer(getattr(L, _name), _ACTIVATION)
 for _name in ["Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -128,7 +150,8 @@ for _name in [
     "GlobalMaxPooling2D", "GlobalMaxPooling3D",
 ]:
     if hasattr(L, _name):
-        register_layer(getattr(L, _name), _PASS_THROUGH)
-register_layer(L.Activation, PassThrough(check_activation, latency="fused"))
-register_layer(L.Rescaling, PassThrough(check_rescaling))
+        register_layer(getattr(L, _name), _PASS_THROUGH.with_quantization(_quantization(_name)))
+register_layer(L.Activation, PassThrough(check_activation, latency="fused").with_quantization(ACTIVATION))
+register_layer(L.Softmax, PassThrough(check_softmax).with_quantization(ACTIVATION))
+register_layer(L.Rescaling, PassThrough(check_rescaling).with_quantization(OUTPUT))
 register_layer(L.PReLU, PerChannel())

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from tfprune.layers.base import Keep, LayerHandler, Unsupported, check_channels_last, static_shape
+from tfprune.layers.quantization_spec import INPUT_SCALE
 from tfprune.layers.registry import register_layer
 
 
@@ -19,6 +20,7 @@ class FlattenHandler(LayerHandler):
     """Flatten: channel c at every spatial position; a following Dense gets an expanded index map."""
 
     latency = "untimed"
+    quantization = INPUT_SCALE
 
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         check_channels_last(call.layer.get_config())
@@ -32,6 +34,7 @@ class ReshapeHandler(LayerHandler):
     r times along it. Anything else (e.g. the channel split of a channel shuffle) is not understood."""
 
     latency = "untimed"
+    quantization = INPUT_SCALE
 
     def trace(self, graph: Any, call: Any) -> list[np.ndarray]:
         in_shape = static_shape(call.input_shapes[0])

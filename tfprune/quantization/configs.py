@@ -1,8 +1,9 @@
-"""The default 8-bit scheme, per layer type: which `QuantizeConfig` each Keras layer class gets.
+"""The default 8-bit scheme, per layer type: which `QuantizeConfig` each Keras layer gets.
 
-`LAYER_QUANTIZATION` is the one table of what tfprune knows about quantizing a layer type, and
-`quantize_config_for(layer)` / `layer_quantization(layer)` the one lookup (exact class first, then
-the class hierarchy). Each entry says:
+What tfprune knows about quantizing a layer type lives with the rest of what it knows about that
+type: its handler in `tfprune.layers` declares a `QuantizationSpec` (plain data). This module turns
+a spec into a `LayerQuantization` row, and `quantize_config_for(layer)` / `layer_quantization(layer)`
+look the spec up in the layer registry (exact class first, then the class hierarchy). A row says:
 
 * `config`: a factory `layer -> QuantizeConfig` (weights per-channel symmetric narrow-range, outputs
   per-tensor asymmetric with moving-average ranges, as in TFLite's int8 specification);
@@ -12,22 +13,28 @@ the class hierarchy). Each entry says:
 * `same_scale_inputs`: TFLite wants the inputs on the output's scale (Concatenate), so a producer
   read only by it leaves its output unquantized and takes the output's range.
 
-Layers absent from the table that have no weights get an output quantizer; those with weights are
-refused (`unsupported_layer_message`).
+Layers whose handler declares no spec and that have no weights get an output quantizer; those with
+weights are refused (`unsupported_layer_message`). `LAYER_QUANTIZATION` is a read-only view of the
+rows of every registered layer class.
 
 Example:
     >>> config = quantize_config_for(keras.layers.Conv2D(8, 3))
     >>> layer_quantization(keras.layers.Conv2D(8, 3)).fold.channel_dims
     1
+    >>> tfprune.register_layer(MyConv, MyConvHandler())   # MyConvHandler.quantization = QuantizationSpec(...)
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Iterator
 
 import keras
 
+from tfprune.layers import QuantizationSpec, get_handler, lookup, registered_classes
+from tfprune.layers.quantization_spec import INPUT_SCALE
 from tfprune.quantization.quantize_config import QuantizeConfig
 from tfprune.quantization.quantizers import (
     FixedRangeQuantizer,
@@ -167,10 +174,12 @@ class FoldSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LayerQuantization:
-    """One row of `LAYER_QUANTIZATION` (see the module docstring).
+    """What the quantization schemes do with one layer type, built from its `QuantizationSpec`
+    (see the module docstring).
 
     Example:
-        >>> LAYER_QUANTIZATION[MyConv] = LayerQuantization(lambda layer: MyConvConfig(), fuses_activation=True)
+        >>> row = layer_quantization(keras.layers.DepthwiseConv2D(3))
+        >>> row.fold, row.fuses_activation     # FoldSpec('kernel', channel_dims=2), True
     """
 
     config: Callable[[Any], QuantizeConfig]
@@ -198,13 +207,6 @@ def _activation_quantizers(layer: Any) -> tuple[Quantizer, Quantizer | None]:
     if name in FIXED_OUTPUT_RANGES:
         return FixedRangeQuantizer(*FIXED_OUTPUT_RANGES[name]), MovingAverageQuantizer()
     return MovingAverageQuantizer(), MovingAverageQuantizer()
-
-
-def _separable(layer: Any) -> QuantizeConfig:
-    """Depthwise kernel per (input x multiplier) channel, pointwise kernel per output channel."""
-    output, before = _activation_quantizers(layer)
-    return WeightsQuantizeConfig(["depthwise_kernel", "pointwise_kernel"],
-                                 LastValueQuantizer(per_axis=True, channel_dims=2), output, before)
 
 
 def _output(layer: Any) -> QuantizeConfig:
@@ -252,48 +254,104 @@ def _activation(layer: Any) -> QuantizeConfig:
     return OutputQuantizeConfig()
 
 
-def _classes(*names: str) -> list[type]:
-    return [getattr(L, name) for name in names if hasattr(L, name)]
+def _registered_config(name: str) -> Callable:
+    def make(layer: Any) -> QuantizeConfig:
+        cls = keras.saving.get_registered_object(name)
+        if not (isinstance(cls, type) and issubclass(cls, QuantizeConfig)):
+            raise ValueError(
+                f"The QuantizationSpec of layer '{layer.name}' ({type(layer).__name__}) names config={name!r}, "
+                "which is no registered QuantizeConfig class. Fix: decorate the class with "
+                "`@keras.saving.register_keras_serializable(package='my_package')` and give "
+                "config='my_package>ClassName'."
+            )
+        return cls()
+    return make
 
 
-def _build_table() -> dict[type, LayerQuantization]:
-    table: dict[type, LayerQuantization] = {}
-    for cls in _classes("Conv1D", "Conv2D", "Conv3D"):
-        table[cls] = LayerQuantization(_weights(1), FoldSpec("kernel", 1), fuses_activation=True)
-    for cls in _classes("DepthwiseConv1D", "DepthwiseConv2D"):
-        table[cls] = LayerQuantization(_weights(2), FoldSpec("kernel", 2), fuses_activation=True)
-    # TFLite transposes FULLY_CONNECTED weights, which its converter cannot do per channel: per tensor.
-    for cls in _classes("SeparableConv1D", "SeparableConv2D"):
-        table[cls] = LayerQuantization(_separable, fuses_activation=True, separable=True)
-    table[L.Dense] = LayerQuantization(_weights(1, per_axis=False), FoldSpec("kernel", 1), fuses_activation=True)
-    for cls in _classes("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"):
-        table[cls] = LayerQuantization(_output, fuses_activation=cls in (L.Add, L.Subtract, L.Multiply))
-    table[L.Concatenate] = LayerQuantization(_output, fuses_activation=True, same_scale_inputs=True)
-    for cls in _classes("MaxPooling1D", "MaxPooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Flatten",
-                        "Reshape", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
-                        "GaussianDropout", "AlphaDropout", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D",
-                        "Cropping2D", "Identity", "ActivityRegularization", "InputLayer"):
-        table[cls] = LayerQuantization(_no_op, fuses_activation=cls in (L.MaxPooling2D,))
-    for cls in _classes("AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-                        "BatchNormalization", "Rescaling", "UpSampling2D", "LeakyReLU"):
-        table[cls] = LayerQuantization(_output, fuses_activation=cls in (L.AveragePooling2D, L.BatchNormalization))
-    for cls in _classes("ReLU", "Activation", "Softmax"):
-        table[cls] = LayerQuantization(_activation)
-    for cls in _classes("LayerNormalization", "RMSNormalization"):  # last axis; structured pruning's too
-        table[cls] = LayerQuantization(_output, normalization=True)
-    return table
+def _config_factory(spec: QuantizationSpec) -> Callable[[Any], QuantizeConfig]:
+    if spec.kind == "weights":
+        return _weights(spec.channel_dims, spec.per_channel, spec.weights)
+    if spec.kind == "activation":
+        return _activation
+    if spec.kind == "none":
+        return _no_op
+    if spec.kind == "config":
+        return _registered_config(spec.config)
+    return _output  # 'output', 'normalization'
 
 
-LAYER_QUANTIZATION: dict[type, LayerQuantization] = _build_table()
-"""The per-layer table: Keras layer class -> `LayerQuantization` (config factory, BN folding, fusion).
+@functools.lru_cache(maxsize=None)
+def row_for(spec: QuantizationSpec) -> LayerQuantization:
+    """The `LayerQuantization` of a `QuantizationSpec` (one row per distinct spec).
 
-Looked up by `quantize_config_for(layer)` (exact class, then base classes).
+    Example:
+        >>> row_for(QuantizationSpec("output", fuses_activation=True)).config(keras.layers.Add())
+    """
+    fold = FoldSpec(spec.weights[0], spec.channel_dims) if spec.folds_batchnorm else None
+    return LayerQuantization(_config_factory(spec), fold, fuses_activation=spec.fuses_activation,
+                             same_scale_inputs=spec.same_scale_inputs, separable=spec.separable,
+                             normalization=spec.kind == "normalization")
+
+
+def _spec_of(handler: Any) -> QuantizationSpec | None:
+    spec = handler.quantization
+    if spec is not None and not isinstance(spec, QuantizationSpec):
+        raise TypeError(
+            f"{type(handler).__name__}.quantization must be a tfprune.layers.QuantizationSpec or None; received "
+            f"{type(spec).__name__}. Fix: e.g. QuantizationSpec('weights', ('kernel',)) or QuantizationSpec('output')."
+        )
+    return spec
+
+
+# A model input is quantized by the QuantizeLayer of its first quantized reader, not by its InputLayer.
+_INPUT_ROW = row_for(INPUT_SCALE)
+_WEIGHTLESS_DEFAULT = LayerQuantization(_output)
+
+
+class _RegisteredQuantization(collections.abc.Mapping):
+    """Read-only view, layer class -> `LayerQuantization`, of every layer class registered with
+    `tfprune.register_layer` whose handler declares a `QuantizationSpec`; read from the registry on
+    each access, so later registrations show."""
+
+    def _rows(self) -> dict[type, LayerQuantization]:
+        rows = {keras.layers.InputLayer: _INPUT_ROW}
+        for cls in registered_classes():
+            spec = _spec_of(lookup(cls)) if issubclass(cls, keras.layers.Layer) else None
+            if spec is not None:
+                rows[cls] = row_for(spec)
+        return rows
+
+    def __getitem__(self, layer_class: type) -> LayerQuantization:
+        return self._rows()[layer_class]
+
+    def __iter__(self) -> Iterator[type]:
+        return iter(self._rows())
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def _read_only(self, *args: Any) -> None:
+        raise TypeError(
+            "LAYER_QUANTIZATION is a read-only view of the layer registry. Fix: declare the layer's "
+            "quantization on its handler, `handler.quantization = tfprune.layers.QuantizationSpec(...)`, and "
+            "register it: `tfprune.register_layer(LayerClass, handler)`."
+        )
+
+    __setitem__ = __delitem__ = _read_only
+
+    def __repr__(self) -> str:
+        return f"LAYER_QUANTIZATION({', '.join(cls.__name__ for cls in self)})"
+
+
+LAYER_QUANTIZATION: collections.abc.Mapping = _RegisteredQuantization()
+"""Read-only view, Keras layer class -> `LayerQuantization` (config factory, BN folding, fusion), of the
+quantization every registered layer handler declares; `quantize_config_for(layer)` looks it up (exact
+class, then base classes). Change it with `tfprune.register_layer`.
 
 Example:
     >>> LAYER_QUANTIZATION[keras.layers.Conv2D].fuses_activation
     True
 """
-_WEIGHTLESS_DEFAULT = LayerQuantization(_output)
 
 
 class UnsupportedLayerQuantizationError(ValueError):
@@ -308,30 +366,32 @@ class UnsupportedLayerQuantizationError(ValueError):
 
 
 def unsupported_layer_message(layer: Any) -> str:
-    """The error text for a layer with weights and no QuantizeConfig: names it and both fixes."""
+    """The error text for a layer with weights and no QuantizeConfig: names it and the fixes."""
     return (
         f"Layer '{layer.name}' ({type(layer).__name__}) has weights and no quantization config in the default "
         "8-bit scheme. Fix: annotate it with a config, `tfprune.quantization.quantize_annotate_layer(layer, "
         "quantize_config=MyQuantizeConfig())`, or leave it float: annotate only the other layers with "
         "`quantize_annotate_layer` (or `quantize_annotate_model(model, skip=['" + layer.name + "'])`) and call "
-        "`quantize_apply` (the TFLite export of a model with float layers is then not full integer)."
+        "`quantize_apply` (the TFLite export of a model with float layers is then not full integer). For a layer "
+        "type of your own, declare its quantization once on its handler: `handler.quantization = "
+        "tfprune.layers.QuantizationSpec(...)` and `tfprune.register_layer(" + type(layer).__name__ + ", handler)`."
     )
 
 
 def layer_quantization(layer: Any) -> LayerQuantization | None:
-    """The table row for `layer`'s class (exact class, then base classes); None if it has none.
+    """The row of `layer`'s `QuantizationSpec`, declared by its handler in the layer registry (exact
+    class, then base classes); None if it has none and has weights.
 
-    A layer without a row and without weights gets an output quantizer's row.
+    A layer without a spec and without weights gets an output quantizer's row.
 
     Example:
         >>> layer_quantization(keras.layers.Add()).config(layer)
     """
-    cls = type(layer)
-    if cls in LAYER_QUANTIZATION:
-        return LAYER_QUANTIZATION[cls]
-    for base in cls.__mro__[1:]:
-        if base in LAYER_QUANTIZATION:
-            return LAYER_QUANTIZATION[base]
+    if isinstance(layer, keras.layers.InputLayer):
+        return _INPUT_ROW
+    spec = _spec_of(get_handler(layer))
+    if spec is not None:
+        return row_for(spec)
     if not getattr(layer, "weights", None):
         return _WEIGHTLESS_DEFAULT
     return None

@@ -1,6 +1,7 @@
 """Quantization schemes: which `QuantizeConfig` each layer gets when a model is quantized.
 
-* `Default8BitScheme`: TFLite's int8 specification (the rows of `configs.LAYER_QUANTIZATION`).
+* `Default8BitScheme`: TFLite's int8 specification (each layer's `QuantizationSpec`, declared by its
+  handler in `tfprune.layers`, read through `configs.layer_quantization`).
 * `Default8BitPrunePreserveQuantizeScheme`: the same, with every weight quantizer wrapped in a
   `PrunePreserveQuantizer` whose mask is fixed from the weights' zeros: pruned weights stay zero
   through QAT and in the int8 TFLite kernel (tfmot's scheme of that name, for Keras 3).
@@ -9,7 +10,7 @@
   tensors, its quantized inputs, fixed-range outputs (softmax, sigmoid, tanh) and the tensor between
   a separable convolution's two halves keep 8-bit activation quantizers.
 
-A scheme answers `layer_quantization(layer)` (the table row), `adapt_config(config, layer, at_output)`
+A scheme answers `layer_quantization(layer)` (the row built from the layer's spec), `adapt_config(config, layer, at_output)`
 (a scheme's change to a row's config) and `finalize(model)` (after the weights are copied).
 
 Example:
@@ -39,7 +40,7 @@ def _check_delay(freeze_bn_delay: Any) -> int | None:
 
 
 class Default8BitScheme:
-    """TFLite's int8 scheme: the rows of `configs.LAYER_QUANTIZATION`.
+    """TFLite's int8 scheme: the row of each layer's `QuantizationSpec` (`configs.layer_quantization`).
 
     Args:
         freeze_bn_delay: folded BatchNormalization stops updating its statistics after this many
@@ -98,7 +99,7 @@ class Default8BitPrunePreserveQuantizeScheme(Default8BitScheme):
 
 
 class LowBitScheme(Default8BitScheme):
-    """Low-bit weights and activations on the default scheme's layer table.
+    """Low-bit weights and activations on the default scheme's rows (the same `QuantizationSpec`s).
 
     Args:
         weights: 'uniform' (`weight_bits` symmetric per channel; Dense per tensor, as in the default
