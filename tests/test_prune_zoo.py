@@ -22,6 +22,16 @@ NAMES = ALL if os.environ.get("TFPRUNE_FULL_ZOO") else FAMILIES
 SIZES = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71, "NASNetMobile": 32, "NASNetLarge": 32}
 
 
+@pytest.fixture(autouse=True)
+def _release_models():
+    """Large architectures one after another fill the memory unless Keras lets each one go."""
+    yield
+    import gc
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
 def _build(name: str) -> keras.Model:
     size = SIZES.get(name, 32)
     return getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=4)
