@@ -47,6 +47,8 @@ from tfprune.structured import recalibrate_batchnorm  # noqa: E402
 L = keras.layers
 
 
+README_BLOCK = "bench_pipeline"  # the marked block of docs/benchmarks.md this tool writes
+
 def nin_model() -> keras.Model:
     """Network-in-network style: (conv-BN-ReLU, 1x1 conv-BN-ReLU, pool) x 2, 1x1 conv-BN-ReLU, dense logits."""
     inputs = keras.Input((28, 28, 1))
@@ -224,7 +226,7 @@ def markdown(summary: list[dict], args: argparse.Namespace, load: tuple) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, seeds=2, block="bench_pipeline")
+    add_common_arguments(parser, seeds=2, block=README_BLOCK)
     parser.add_argument("--finetune_epochs", type=int, default=2, help="fine-tuning epochs after pruning")
     parser.add_argument("--qat_epochs", type=int, default=2)
     parser.add_argument("--rows", default=",".join(row_specs()), help="comma-separated, of " + ", ".join(row_specs()))
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     load = (load_start, os.getloadavg()[0])
     summary = summarize(rows)
     result = {"rows": rows, "summary": summary, "load": load}
-    return publish(markdown(summary, args, load), result, args.markdown, args.readme, "bench_pipeline")
+    return publish(markdown(summary, args, load), result, args.markdown, args.readme, README_BLOCK)
 
 if __name__ == "__main__":
     main()

@@ -44,6 +44,8 @@ L = keras.layers
 CALIBRATION_SAMPLES = 256
 
 
+README_BLOCK = "bench_quantization"  # the marked block of docs/benchmarks.md this tool writes
+
 def mnist_model() -> keras.Model:
     """conv16-BN-ReLU, pool, conv32-BN-ReLU, pool, dense64, dense10 (logits)."""
     inputs = keras.Input((28, 28, 1))
@@ -329,7 +331,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, seeds: int, block: str
     parser.add_argument("--qat_lr", type=float, default=1e-4)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--markdown", metavar="PATH", help=f"write the table here (tools/results/{block}.md)")
-    parser.add_argument("--readme", metavar="README", help=f"replace the '{block}' block of this README")
+    parser.add_argument("--readme", metavar="MARKDOWN",
+                        help=f"replace the '{block}' block of this markdown file (docs/benchmarks.md)")
 
 
 def mnist_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
@@ -342,7 +345,7 @@ def mnist_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tup
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, seeds=3, block="bench_quantization")
+    add_common_arguments(parser, seeds=3, block=README_BLOCK)
     parser.add_argument("--qat_epochs", type=int, default=2,
                         help="QAT epochs (tfprune and tfmot); epoch times skip the first (tracing) epoch")
     parser.add_argument("--latency_models", default="mobilenet_v2,resnet56",
@@ -360,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
     load = (load_start, os.getloadavg()[0])
     summary = summarize(rows)
     result = {"rows": rows, "summary": summary, "latency": latency, "load": load}
-    return publish(markdown(summary, latency, args, load), result, args.markdown, args.readme, "bench_quantization")
+    return publish(markdown(summary, latency, args, load), result, args.markdown, args.readme, README_BLOCK)
 
 if __name__ == "__main__":
     main()
