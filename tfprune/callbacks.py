@@ -110,8 +110,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 "call every wrapped layer in the model's `call` on the training path (pass `training` on to "
                 "layers that take it), or leave unused layers unwrapped."
             )
-        waiting = sorted({f"{row['layer']} (step {row['step']})" for row in weight_rows(self.model, wrapped_only=True)
-                          if row["target_sparsity"] > 0 and row["zeros"] == 0 and row["size"] > 1})
+        waiting = sorted(
+            f"{wrapper.layer.name} (step {int(keras.ops.convert_to_numpy(wrapper.pruning_step))})"
+            for wrapper in collect_wrappers(self.model)
+            if wrapper.built and int(keras.ops.convert_to_numpy(wrapper.last_update_step)) == 0
+            and any(float(keras.ops.convert_to_numpy(s)) > 0 for s in wrapper.target_sparsities())
+        )
         if waiting:
             warnings.warn(
                 f"Training ended before the pruning schedule updated any mask of {', '.join(waiting)}: their "
