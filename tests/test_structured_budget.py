@@ -137,6 +137,32 @@ def test_unreachable_budget_says_the_smallest_cost(resnet20):
         prune_filters(resnet20, target_macs=0.5, global_pruning=True)
 
 
+def test_a_cost_model_that_keeps_underestimating_ends_in_a_budget_error_with_costs(resnet20, monkeypatch):
+    """When every rebuilt model stays above the budget (the cost model underestimates it), the planner
+    tightens its goal on each attempt and finally raises a BudgetError that carries the costs."""
+    from tfprune.structured import cost as cost_lib
+
+    exact = cost_lib.exact_cost
+    original = exact("macs", resnet20, None)
+    goals = []
+    real_counts = __import__("tfprune.structured.budget", fromlist=["budgeted_counts"]).budgeted_counts
+
+    def recording_counts(graph, scores, cost, goal, *args, **kwargs):
+        goals.append(goal)
+        return real_counts(graph, scores, cost, goal, *args, **kwargs)
+
+    monkeypatch.setattr("tfprune.structured.budget.budgeted_counts", recording_counts)
+    def overshooting(kind, model, table):
+        value = exact(kind, model, table)
+        return value if value >= original else max(1.5 * value, 0.51 * original)  # never under the budget
+
+    monkeypatch.setattr(cost_lib, "exact_cost", overshooting)
+    with pytest.raises(BudgetError, match=r"after 6 plans.*Fix: raise the target") as err:
+        prune_filters(resnet20, target_macs=0.5, round_to=8)
+    assert err.value.original == original and 0 < err.value.smallest < 0.5 * original
+    assert len(goals) == 6 and all(later < earlier for earlier, later in zip(goals, goals[1:]))
+
+
 def test_mobilenet_v2_budgets():
     model = verify.randomize_statistics(keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3),
                                                                        alpha=0.35, classes=10))

@@ -211,7 +211,7 @@ def budgeted_plan(model: Any, graph: Any, criterion: Any, kind: str, fraction: f
     original = exact_cost(kind, model, latency_table)
     target = fraction * original
     goal = target
-    for _ in range(attempts):
+    for attempt in range(attempts):
         scores, decisions = score_groups(graph, criterion)
         kept, info = budgeted_counts(graph, scores, cost, goal, max_pruning_ratio, round_to)
         counts = {g: len(graph.groups[g].units) - k for g, k in kept.items()}
@@ -222,14 +222,16 @@ def budgeted_plan(model: Any, graph: Any, criterion: Any, kind: str, fraction: f
         actual = exact_cost(kind, pruned, latency_table)
         if actual <= target * (1 + 1e-9):
             break
-        goal -= (actual - target) + 1e-6 * original
+        # the cost model underestimated the rebuilt model: tighten by the overshoot, more on each attempt
+        goal -= (attempt + 1) * (actual - target) + 1e-6 * original
         if goal < info.smallest:
             goal = info.smallest
     else:
         raise BudgetError(
             f"could not meet the {kind} budget {fraction} of the original: the pruned model costs {actual:,.6g} "
-            f"({actual / original:.3f}), the cost model's smallest reachable is {info.smallest / cost.full:.3f}. "
-            "Fix: raise the target."
+            f"({actual / original:.4f} of the original) after {attempts} plans, the cost model's smallest reachable "
+            f"is {info.smallest / cost.full:.3f}. Fix: raise the target a little (e.g. to {actual / original:.3f}).",
+            smallest=info.smallest * original / cost.full, original=original,
         )
     budget = {"kind": kind, "target": fraction, "budgeted": target, "predicted": actual, "original": original,
               "smallest": info.smallest, "unit": cost.unit}
