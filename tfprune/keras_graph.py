@@ -368,7 +368,8 @@ def clone_graph_model(model: keras.Model, transform: Transform,
                       copy_weights: Callable[[Any, Any], None] | None = None) -> keras.Model:
     """Clones a Sequential/functional model, mapping each layer through `transform(layer) -> (new layer,
     has_weights)`, then copies the original weights into every new layer that did not receive them
-    (`copy_weights(old, new)`, default `new.set_weights(old.get_weights())`). Uncompiled.
+    (`copy_weights(old, new)`, default `new.set_weights(old.get_weights())`). Keras 3.15 compiles the clone of a
+    compiled model like the original (fresh optimizer state); an uncompiled model gives an uncompiled clone.
 
     Example:
         >>> clone = clone_graph_model(model, lambda layer: (copy_layer(layer), False))
