@@ -94,3 +94,13 @@ _spec = _ilu.spec_from_file_location("_tfprune_interpreter", {INTERPRETER_MODULE
 _mod = _ilu.module_from_spec(_spec); _spec.loader.exec_module(_mod)
 make_interpreter = _mod.make_interpreter
 """
+
+
+def install_fake_runtime(monkeypatch, make_runner) -> None:
+    """Route `structured.timing` through a fake `make_runner(runtime, model, x, threads, io)`: single
+    runners and the instance lists of whole-model comparisons alike (no conversion, no interpreter)."""
+    from tfprune.structured import timing
+
+    monkeypatch.setattr(timing, "make_runner", make_runner)
+    monkeypatch.setattr(timing, "make_runners", lambda runtime, model, x, threads=None, count=1, io=True:
+                        [make_runner(runtime, model, x, threads, io) for _ in range(count)])

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.helpers import load_tool
+from tests.helpers import load_tool, install_fake_runtime
 from tfprune import analysis
 from tfprune.structured import latency, timing
 from tfprune.structured.models import resnet_cifar
@@ -22,7 +22,7 @@ def bench(monkeypatch):
         macs = analysis.count_macs(model)
         return lambda: now.__setitem__(0, now[0] + 1e-9 * macs * x.shape[0] + 1e-5)
 
-    monkeypatch.setattr(timing, "make_runner", make_runner)
+    install_fake_runtime(monkeypatch, make_runner)
     monkeypatch.setattr(latency, "DEFAULT_CLOCK", lambda: now[0])
     monkeypatch.setitem(tool.MODELS, "tiny", ("ResNet-8 16x16", lambda: resnet_cifar(8, input_shape=(16, 16, 3)), 3))
     monkeypatch.setattr(tool, "accuracy_model", lambda shape: resnet_cifar(8, input_shape=shape))

@@ -11,6 +11,7 @@ from keras import layers
 from tfprune import analysis
 from tfprune.cli import prune_filters as cli
 from tfprune.structured import latency, timing
+from tests.helpers import install_fake_runtime
 
 
 def run(capsys, *args):
@@ -42,7 +43,7 @@ def fake_runtime(monkeypatch):
         macs = analysis.count_macs(model)
         return lambda: now.__setitem__(0, now[0] + 1e-9 * macs * x.shape[0] + 1e-5)
 
-    monkeypatch.setattr(timing, "make_runner", make_runner)
+    install_fake_runtime(monkeypatch, make_runner)
     monkeypatch.setattr(latency, "DEFAULT_CLOCK", lambda: now[0])
     return now
 
@@ -67,14 +68,29 @@ def test_latency_budget_writes_and_reuses_the_table(model_path, tmp_path, capsys
     code, stdout, stderr = run(capsys, *args, "--output", tmp_path / "a.keras")
     assert code == 0, stderr
     assert "Budget: latency <= 0.500" in stdout and "wrote" in stdout
+    assert "measured" in stdout and "tolerance 5%" in stdout
     content = json.loads(table.read_text())
-    assert len(content["tables"]) == 1
-    mtime = os.stat(table).st_mtime_ns
+    (first,) = content["tables"].values()
+    calibration = [p for m in first["models"].values() for p in m.get("calibration", [])]
+    assert calibration  # the measured plans became calibration points of the table
     code, stdout, stderr = run(capsys, *args, "--output", tmp_path / "b.keras", "--json")
     assert code == 0, stderr
     budget = json.loads(stdout.strip().splitlines()[-1])["budget"]
-    assert budget["predicted"] <= 0.5 * budget["original"]
-    assert os.stat(table).st_mtime_ns == mtime  # everything came from the cache
+    assert budget["measured_fraction"] <= 0.5 * 1.05 and budget["attempts"] >= 1
+    (again,) = json.loads(table.read_text())["tables"].values()
+    assert again["points"] == first["points"]  # every block came from the cache
+
+
+def test_latency_check_predict_and_calibration(model_path, tmp_path, capsys, fake_runtime):
+    table = tmp_path / "latency.json"
+    code, stdout, stderr = run(capsys, "--model", model_path, "--target_latency", "0.6", "--latency_table", table,
+                               "--round_to", "8", "--latency_repeats", "2", "--latency_check", "predict",
+                               "--calibration_samples", "3", "--output", tmp_path / "a.keras", "--json")
+    assert code == 0, stderr
+    budget = json.loads(stdout.strip().splitlines()[-1])["budget"]
+    assert "measured_fraction" not in budget and budget["predicted"] <= 0.6 * budget["original"] * (1 + 1e-9)
+    (content,) = json.loads(table.read_text())["tables"].values()
+    assert sum(len(m.get("calibration", [])) for m in content["models"].values()) == 3
 
 
 def test_unreachable_budget_exits_nonzero_without_output(model_path, tmp_path, capsys):
@@ -92,6 +108,10 @@ def test_unreachable_budget_exits_nonzero_without_output(model_path, tmp_path, c
     (["--target_latency", "0.5", "--latency_table", "/nonexistent/dir/t.json"], "does not exist"),
     (["--target_macs", "0.5", "--global_pruning"], "--global_pruning"),
     (["--target_latency", "0.5", "--latency_table", "t.json", "--runtime", "onnx"], "--runtime"),
+    (["--target_latency", "0.5", "--latency_table", "t.json", "--latency_tolerance", "0"], "--latency_tolerance"),
+    (["--target_latency", "0.5", "--latency_table", "t.json", "--latency_check", "guess"], "--latency_check"),
+    (["--target_latency", "0.5", "--latency_table", "t.json", "--calibration_samples", "-1"],
+     "--calibration_samples"),
 ])
 def test_budget_usage_errors_exit_2(model_path, tmp_path, capsys, args, needle):
     code, _, stderr = run(capsys, "--model", model_path, "--output", tmp_path / "o.keras", *args)

@@ -16,6 +16,7 @@ from tfprune.structured.fold import fold_batchnorm
 from tfprune.structured.latency import split_blocks
 from tfprune.keras_graph import flatten_model
 from tfprune.structured.models import resnet_cifar
+from tests.helpers import install_fake_runtime
 
 NS_PER_MAC, CALL_MS = 1e-9, 0.01  # fake cost: 1 ns per MAC and sample, 10 us per call
 
@@ -42,7 +43,7 @@ def fake(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(timing, "make_runner", make_runner)
+    install_fake_runtime(monkeypatch, make_runner)
     clock.built = built
     return clock
 

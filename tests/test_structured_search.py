@@ -9,6 +9,7 @@ from keras import layers
 
 from tfprune import analysis
 from tfprune.structured import (Plan, prune_filters, recalibrate_batchnorm, search_ratios, sensitivity)
+from tests.helpers import install_fake_runtime
 
 X = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype("float32")
 
@@ -147,7 +148,7 @@ def test_search_under_a_latency_budget(model, score, monkeypatch):
         macs = analysis.count_macs(m)
         return lambda: now.__setitem__(0, now[0] + 1e-9 * macs)
 
-    monkeypatch.setattr(timing, "make_runner", make_runner)
+    install_fake_runtime(monkeypatch, make_runner)
     table = LatencyTable("tflite", round_to=None, clock=lambda: now[0], repeats=1, warmup=0, max_widths=4)
     plan, history = search_ratios(model, score, 0.6, budget_kind="latency", latency_table=table, population=4,
                                   generations=2, recalibrate_bn=X, calibration_steps=1, verbose=0)

@@ -9,8 +9,10 @@ Example:
 
 A budget (--target_macs, --target_params or --target_latency: a fraction of the original) replaces
 --pruning_ratio: each group keeps the channels that keep the most importance under the budget.
---target_latency measures the model's blocks in --runtime (cached in --latency_table); an
-unreachable budget is an error that says the smallest reachable cost.
+--target_latency measures the model's blocks in --runtime (cached in --latency_table), plans with
+them, then times each plan against the original and plans again until the measured latency is
+within --latency_tolerance of the budget (--latency_check predict skips that); an unreachable
+budget is an error that says the smallest reachable cost.
 
 With --layer_norm exact (the default), LayerNormalization over pruned channels becomes
 tfprune.structured.PrunedLayerNormalization: load the output after `import tfprune`.
@@ -71,6 +73,14 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("threads", 1, "Threads of the latency measurements.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 1, "Batch size of the latency measurements.", flag_values=fv)
     flags.DEFINE_integer("latency_repeats", 20, "Timed calls per latency measurement.", flag_values=fv)
+    flags.DEFINE_enum("latency_check", "measure", ["measure", "predict"], "measure: each plan is timed against the "
+                      "original model and planned again until within --latency_tolerance of the budget; predict: "
+                      "trust the latency table's prediction.", flag_values=fv)
+    flags.DEFINE_float("latency_tolerance", 0.05, "With --latency_check measure: the measured latency may miss the "
+                       "budget by this fraction, in (0, 1).", flag_values=fv)
+    flags.DEFINE_integer("calibration_samples", 0, "Before planning, time this many pruned versions of the model end "
+                         "to end to fit the latency table to whole models (kept in --latency_table).",
+                         flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing output file.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as one JSON object instead of tables.", flag_values=fv)
     return fv
@@ -128,6 +138,11 @@ def check_arguments(fv: flags.FlagValues) -> None:
     for name in ("threads", "batch_size", "latency_repeats"):
         if fv[name].value < 1:
             raise UsageError(f"--{name} must be a positive integer, received {fv[name].value}.")
+    if not 0 < fv.latency_tolerance < 1:
+        raise UsageError(f"--latency_tolerance must be a fraction in (0, 1), received {fv.latency_tolerance}. "
+                         "Fix: e.g. --latency_tolerance 0.05")
+    if fv.calibration_samples < 0:
+        raise UsageError(f"--calibration_samples must be >= 0, received {fv.calibration_samples}. Fix: e.g. 8.")
     if fv.round_to is not None and fv.round_to < 1:
         raise UsageError(
             f"--round_to must be a positive integer, received {fv.round_to}. Fix: e.g. --round_to 8"
@@ -180,12 +195,15 @@ def main(fv: flags.FlagValues) -> int:
             table = LatencyTable(runtime=fv.runtime, threads=fv.threads, batch_size=fv.batch_size,
                                  round_to=fv.round_to or 8, cache=fv.latency_table, repeats=fv.latency_repeats,
                                  verbose=0 if fv.json else 1)
+            if fv.calibration_samples:
+                table.calibrate(model, samples=fv.calibration_samples, max_pruning_ratio=fv.max_pruning_ratio)
         pruned, report = prune_filters(
             model, pruning_ratio=fv.pruning_ratio, importance=fv.importance,
             global_pruning=fv.global_pruning, max_pruning_ratio=fv.max_pruning_ratio,
             round_to=fv.round_to, ignored_layers=fv.ignored_layers or None, layer_norm=fv.layer_norm,
             target_macs=fv.target_macs, target_params=fv.target_params, target_latency=fv.target_latency,
             latency_table=table,
+            latency_tolerance=fv.latency_tolerance if fv.latency_check == "measure" else None,
         )
     except (ValueError, TypeError) as err:
         raise Failure(f"could not prune {fv.model!r}: {_first_line(err)}") from None

@@ -197,28 +197,29 @@ def budgeted_counts(graph: Any, scores: dict[int, np.ndarray], cost: Any, target
 
 
 def budgeted_plan(model: Any, graph: Any, criterion: Any, kind: str, fraction: float, latency_table: Any,
-                  max_pruning_ratio: float, round_to: int | None, rebuild: Any, attempts: int = 6):
+                  max_pruning_ratio: float, round_to: int | None, rebuild: Any, attempts: int = 6,
+                  tolerance: float | None = None):
     """Plan, rebuild and check a budget on the real pruned model: (pruned, removed, decisions, budget dict).
 
     The cost model is exact for MACs of plain groups; where it is not (parameters of unusual layers,
     groups split over layers, interpolated latencies), the budget is tightened by the overshoot and
-    planned again, so the returned model always meets it.
+    planned again, so the returned model always meets it. A latency budget with a `tolerance` is
+    checked by measurement instead (`measured_plan`).
     """
+    if kind == "latency" and tolerance is not None:
+        return measured_plan(model, graph, criterion, fraction, latency_table, max_pruning_ratio, round_to,
+                             rebuild, tolerance, attempts)
     from tfprune.structured.cost import cost_model, exact_cost
-    from tfprune.structured.planner import apply_counts, score_groups
 
     cost = cost_model(kind, graph, latency_table)
     original = exact_cost(kind, model, latency_table)
     target = fraction * original
     goal = target
     for attempt in range(attempts):
-        scores, decisions = score_groups(graph, criterion)
+        scores, decisions = _scored(graph, criterion)
         kept, info = budgeted_counts(graph, scores, cost, goal, max_pruning_ratio, round_to)
-        counts = {g: len(graph.groups[g].units) - k for g, k in kept.items()}
-        removed, decisions = apply_counts(graph, scores, counts, decisions, max_pruning_ratio, round_to)
-        for d in decisions:
-            d.requested_ratio = counts.get(d.group.index, 0) / d.total if d.total else 0.0
-        pruned = rebuild(model, graph, removed)
+        pruned, removed, decisions = _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to,
+                                            rebuild)
         actual = exact_cost(kind, pruned, latency_table)
         if actual <= target * (1 + 1e-9):
             break
@@ -235,4 +236,78 @@ def budgeted_plan(model: Any, graph: Any, criterion: Any, kind: str, fraction: f
         )
     budget = {"kind": kind, "target": fraction, "budgeted": target, "predicted": actual, "original": original,
               "smallest": info.smallest, "unit": cost.unit}
+    return pruned, removed, decisions, budget
+
+
+def _scored(graph: Any, criterion: Any):
+    from tfprune.structured.planner import score_groups
+
+    return score_groups(graph, criterion)
+
+
+def _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to, rebuild):
+    from tfprune.structured.planner import apply_counts
+
+    counts = {g: len(graph.groups[g].units) - k for g, k in kept.items()}
+    removed, decisions = apply_counts(graph, scores, counts, decisions, max_pruning_ratio, round_to)
+    for d in decisions:
+        d.requested_ratio = counts.get(d.group.index, 0) / d.total if d.total else 0.0
+    return rebuild(model, graph, removed), removed, decisions
+
+
+def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, latency_table: Any,
+                  max_pruning_ratio: float, round_to: int | None, rebuild: Any, tolerance: float,
+                  attempts: int = 6):
+    """A latency budget met by measurement: plan with the table's (calibrated) cost model, measure the
+    pruned model against the original (`LatencyTable.compare`, which adds it to the table's fit), and
+    plan again with the goal corrected by what is left of the prediction's error, until the measured
+    latency is within `tolerance` of the budget. Returns the first plan within tolerance, else the
+    measured plan nearest the budget from below (within `1 + tolerance`); raises `BudgetError` if
+    every plan measured above that.
+    """
+    from tfprune.structured.cost import cost_model
+
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"latency_tolerance must be in (0, 1) or None, received {tolerance!r}. Fix: e.g. 0.05.")
+    original = latency_table.predict(model)
+    target = fraction * original
+    goal, tried, smallest = target, [], None
+    for attempt in range(attempts):
+        cost = cost_model("latency", graph, latency_table)
+        scores, decisions = _scored(graph, criterion)
+        try:
+            kept, info = budgeted_counts(graph, scores, cost, goal, max_pruning_ratio, round_to)
+        except BudgetError:
+            if not tried:
+                raise
+            break  # the corrected goal is below what the cost model can reach: keep what was measured
+        smallest = info.smallest
+        key = tuple(sorted(kept.items()))
+        if any(key == t[0] for t in tried):
+            break  # the same plan again: measuring it again cannot help
+        pruned, removed, decisions = _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to,
+                                            rebuild)
+        measured = latency_table.compare(model, [pruned])[0]
+        tried.append((key, measured, pruned, removed, decisions))
+        if abs(measured / fraction - 1) <= tolerance:
+            break
+        # the refitted table's remaining error on this plan corrects the next goal
+        predicted = latency_table.predict(pruned) / latency_table.predict(model)
+        original = latency_table.predict(model)
+        target = fraction * original
+        goal = max(target * predicted / measured, smallest)
+    within = [t for t in tried if t[1] <= fraction * (1 + tolerance)]
+    if not within:
+        best = min(tried, key=lambda t: t[1])
+        raise BudgetError(
+            f"could not meet the latency budget {fraction} of the original within {tolerance:.0%}: the fastest of "
+            f"{len(tried)} measured plans runs at {best[1]:.3f} of the original latency. "
+            f"Fix: ask for at least {best[1] * (1 + tolerance / 2):.3f}, raise max_pruning_ratio, or lower round_to.",
+            smallest=best[1] * original, original=original)
+    inside = [t for t in within if abs(t[1] / fraction - 1) <= tolerance]
+    _, measured, pruned, removed, decisions = inside[0] if inside else max(within, key=lambda t: t[1])
+    budget = {"kind": "latency", "target": fraction, "budgeted": fraction * original,
+              "predicted": latency_table.predict(pruned), "measured": measured * original,
+              "measured_fraction": measured, "tolerance": tolerance, "attempts": len(tried),
+              "original": original, "smallest": smallest, "unit": "ms"}
     return pruned, removed, decisions, budget

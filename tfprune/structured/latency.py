@@ -13,13 +13,22 @@ of its blocks at their widths (bilinear interpolation between measured widths) p
 measured once per architecture: the full model's latency minus its blocks (per-call overhead, and
 layers that are not timed alone: reshapes, dropout, keras.ops operations).
 
+Blocks timed alone do not add up exactly to a whole model (an interpreter's per-operator cost and
+the caches a model shares; TensorFlow's executor overlapping operators), so `calibrate(model)` times
+a few pruned versions of the architecture end to end (each against the original, as the median over
+several interpreter instances) and fits `latency = intercept + scale * sum of blocks` to them;
+predictions and the planner's cost model use the fit. `prune_filters(target_latency=...)` measures
+each plan it makes the same way and adds it to the fit.
+
 Measurements are cached in a JSON file keyed by the CPU model, the runtime and its version, the
 thread count and the batch size; a table for another key is measured afresh in the same file.
 
 Example:
     >>> table = LatencyTable(runtime="tflite", threads=1, batch_size=1, cache="latency.json")
     >>> table.measure(model)                  # times every block at every candidate width (cached)
+    >>> table.calibrate(model, samples=8)     # fits the sum of blocks to whole pruned models
     >>> table.predict(pruned)                 # ms, without converting `pruned`
+    >>> table.compare(model, [pruned])        # measured latency of `pruned` / the original's
 """
 
 from __future__ import annotations
@@ -231,6 +240,8 @@ class LatencyTable:
         stat: the statistic of the timed calls, 'median' or 'min'.
         max_widths: at most this many candidate widths per axis (evenly spaced, interpolated in between).
         fold_bn: fold BatchNormalization before timing (as deployment does), in blocks and models alike.
+        instances: separate interpreters (or traced functions) per model in whole-model comparisons
+            (`compare`, `calibrate`, measured budgets); their median is the measurement.
         verbose: show a progress bar while measuring.
 
     Example:
@@ -242,10 +253,11 @@ class LatencyTable:
     def __init__(self, runtime: str = "tflite", threads: int = 1, batch_size: int = 1, round_to: int | None = 8,
                  cache: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
                  repeats: int = 20, warmup: int = 3, stat: str = "median", max_widths: int | None = None,
-                 fold_bn: bool = True, verbose: int = 0) -> None:
+                 fold_bn: bool = True, instances: int = 3, verbose: int = 0) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, received {runtime!r}. Fix: runtime='tflite'.")
-        for name, value in (("threads", threads), ("batch_size", batch_size), ("repeats", repeats)):
+        for name, value in (("threads", threads), ("batch_size", batch_size), ("repeats", repeats),
+                            ("instances", instances)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, received {value!r}.")
         if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
@@ -256,7 +268,7 @@ class LatencyTable:
         self.threads = self._tf_threads(threads) if runtime == "tf" else threads
         self.cache = os.fspath(cache) if cache is not None else None
         self.clock, self.repeats, self.warmup, self.stat = clock or DEFAULT_CLOCK, repeats, warmup, stat
-        self.max_widths, self.fold_bn, self.verbose = max_widths, fold_bn, verbose
+        self.max_widths, self.fold_bn, self.instances, self.verbose = max_widths, fold_bn, instances, verbose
         self.key = {"cpu": cpu_model(), "runtime": runtime, "version": runtime_version(runtime),
                     "threads": self.threads, "batch_size": batch_size, "fold_bn": fold_bn}
         self.points: dict[str, dict[str, float]] = {}
@@ -264,6 +276,8 @@ class LatencyTable:
         self.empty_ms: float | None = None
         self.measured = 0  # tiny models timed by this object (not read from the cache)
         self._grids: dict[str, tuple] = {}
+        self._fits: dict[str, tuple] = {}
+        self._originals: dict[int, tuple] = {}
         self._load()
 
     # ----- cache -----
@@ -491,17 +505,53 @@ class LatencyTable:
         self._grids[sig] = (len(points), rows)
         return rows
 
+    def blocks_ms(self, model: keras.Model) -> float:
+        """The sum of `model`'s blocks at their widths (ms, uncalibrated); missing blocks are measured."""
+        blocks, _ = self.blocks(model)
+        self._ensure_exact(blocks)
+        return sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
+
+    def fit(self, model: keras.Model) -> tuple[float, float]:
+        """(intercept ms, scale) of `model`'s architecture: latency = intercept + scale * blocks_ms.
+
+        Without whole-model measurements of pruned versions (`calibrate`) the scale is 1 and the
+        intercept the fixed part measured on the original. The fit minimises relative errors over the
+        original and every measured pruned version; a fit that would make latency fall faster than the
+        blocks' sum, or not at all, is refused (scale kept in [0.05, 20]), falling back to scale 1.
+
+        Example:
+            >>> intercept, scale = table.fit(model)
+        """
+        entry = self._overhead(model)
+        return self._fit_entry(structure_key(model), entry)
+
+    def _fit_entry(self, key: str, entry: dict) -> tuple[float, float]:
+        points = [(entry["blocks_ms"], entry["measured_ms"])] + [
+            (p["blocks_ms"], p["fraction"] * entry["measured_ms"]) for p in entry.get("calibration", [])]
+        cached = self._fits.get(key)
+        if cached is not None and cached[0] == len(points):
+            return cached[1]
+        fallback = (entry["overhead_ms"], 1.0)
+        fitted = fallback
+        spread = max(s for s, _ in points) - min(s for s, _ in points)
+        if len(points) >= 3 and spread > 1e-3 * max(abs(entry["blocks_ms"]), 1e-12):
+            design = np.array([[1.0, s] for s, _ in points]) / np.array([[y] for _, y in points])
+            (intercept, scale), *_ = np.linalg.lstsq(design, np.ones(len(points)), rcond=None)
+            if np.isfinite(scale) and 0.05 <= scale <= 20.0:
+                fitted = (float(intercept), float(scale))
+        self._fits[key] = (len(points), fitted)
+        return fitted
+
     def predict(self, model: keras.Model) -> float:
-        """Predicted latency (ms) of `model`: its blocks at their widths plus its architecture's fixed
-        part. Blocks or architectures not in the table yet are measured first.
+        """Predicted latency (ms) of `model`: its blocks at their widths, through its architecture's fit
+        (`intercept + scale * blocks`; see `fit`). Blocks or architectures not in the table yet are
+        measured first.
 
         Example:
             >>> table.predict(pruned)
         """
-        overhead = self._overhead(model)["overhead_ms"]
-        blocks, _ = self.blocks(model)
-        self._ensure_exact(blocks)
-        return overhead + sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
+        intercept, scale = self.fit(model)
+        return intercept + scale * self.blocks_ms(model)
 
     def cost_model(self, graph: Any) -> CostModel:
         """A CostModel (ms) over the graph's tensors, for the budgeted planner; measures what is missing.
@@ -510,15 +560,66 @@ class LatencyTable:
             >>> cost = table.cost_model(DependencyGraph(model))
         """
         self.measure(graph.model, graph)
+        _, scale = self.fit(graph.model)
         terms = []
         for block in self.blocks(graph.model)[0]:
             sig = block.signature()
 
             def fn(wi, wo, block=block, sig=sig):
-                return self._lookup(block, wi, wo, sig=sig) or 0.0
+                return scale * (self._lookup(block, wi, wo, sig=sig) or 0.0)
 
             terms.append(Term(block.in_key, block.out_key, fn, block.name))
         return CostModel("latency", graph, terms, self.predict(graph.model), "ms")
+
+    # ----- whole models, measured -----
+    def _runners(self, model: keras.Model, x: np.ndarray) -> list:
+        return timing.make_runners(self.runtime, self._deploy(model), x, self.threads, count=self.instances)
+
+    def compare(self, original: keras.Model, models: Sequence[keras.Model], record: bool = True) -> list[float]:
+        """Measured latency of each model as a fraction of `original`'s: `instances` interpreters (or
+        traced functions) of each, calls alternating between the original's and the model's, the
+        median over instances of each instance's `stat`. With `record=True` each model of the same
+        architecture becomes a calibration point of the fit (see `fit`).
+
+        Example:
+            >>> table.compare(model, [pruned])     # e.g. [0.48]
+        """
+        x = timing.example_batch(original, self.batch_size)
+        cached = self._originals.get(id(original))
+        if cached is None or cached[0] is not original:
+            cached = (original, self._runners(original, x))
+            self._originals = {id(original): cached}
+        base_runs = cached[1]
+        key = structure_key(original)
+        fractions = []
+        for model in models:
+            runs = self._runners(model, x)
+            ms = timing.paired_median_ms(base_runs + runs, self.repeats, self.warmup, self.stat, self.clock)
+            base = float(np.median(ms[: len(base_runs)]))
+            fraction = float(np.median(ms[len(base_runs):])) / base if base > 0 else float("nan")
+            fractions.append(fraction)
+            if record and structure_key(model) == key and math.isfinite(fraction):
+                entry = self._overhead(original)
+                entry.setdefault("calibration", []).append(
+                    {"blocks_ms": self.blocks_ms(model), "fraction": fraction})
+        if record:
+            self.save()
+        return fractions
+
+    def calibrate(self, model: keras.Model, samples: int = 8, seed: int = 0, max_pruning_ratio: float = 0.9,
+                  ignored_layers: Any = None) -> dict:
+        """Time `samples` pruned versions of `model` (uniform and random per-group widths, multiples of
+        `round_to`) against it with `compare` and refit the architecture's `fit`; returns
+        {'intercept', 'scale', 'points', 'errors'}: 'errors' are the uncalibrated predictions'
+        relative errors on the new points. Deterministic plans for a seed; cached points are kept.
+
+        Example:
+            >>> table.calibrate(model, samples=8)["scale"]
+        """
+        from tfprune.structured.latency_calibration import calibrate
+
+        return calibrate(self, model, samples=samples, seed=seed, max_pruning_ratio=max_pruning_ratio,
+                         ignored_layers=ignored_layers)
 
     def __repr__(self) -> str:
         return (f"LatencyTable(runtime={self.runtime!r}, threads={self.threads}, batch_size={self.batch_size}, "

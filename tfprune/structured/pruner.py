@@ -161,6 +161,7 @@ def prune_filters(
     target_params: float | None = None,
     target_latency: float | None = None,
     latency_table: Any = None,
+    latency_tolerance: float | None = 0.05,
     plan: Any = None,
 ) -> tuple[keras.Model, PruningReport]:
     """Remove whole filters/channels from a Keras model; return (smaller model, report).
@@ -191,8 +192,13 @@ def prune_filters(
             the budget (see `structured.budget`). An unreachable budget raises `BudgetError` with
             the smallest reachable cost.
         target_params: the same, as a fraction of the original model's parameters.
-        target_latency: the same, as a fraction of the original model's latency (predicted by
-            `latency_table`, a `structured.LatencyTable`).
+        target_latency: the same, as a fraction of the original model's latency in the runtime of
+            `latency_table` (a `structured.LatencyTable`), planned with the table's predictions.
+        latency_tolerance: with `target_latency`, each plan is measured against the original model
+            (`LatencyTable.compare`; the measurement refines the table's fit) and planned again until
+            the measured latency is within this fraction of the budget (default 5%); the report's
+            budget says the measured fraction. None trusts the table's predictions (no whole-model
+            measurement; the prediction is at most the budget).
         plan: apply a per-group plan instead: a `structured.Plan` (from `search_ratios`), or
             {producer layer name: kept channel count (int) or ratio to remove (float)}.
 
@@ -210,6 +216,10 @@ def prune_filters(
     targets = {kind: value for kind, value in (("macs", target_macs), ("params", target_params),
                                                ("latency", target_latency)) if value is not None}
     _validate_targets(targets, latency_table, plan, global_pruning, pruning_ratio_dict)
+    if latency_tolerance is not None and (isinstance(latency_tolerance, bool) or not isinstance(
+            latency_tolerance, (int, float)) or not 0 < latency_tolerance < 1):
+        raise ValueError(f"latency_tolerance must be a fraction in (0, 1) or None, received {latency_tolerance!r}. "
+                         "Fix: e.g. 0.05 (measured latency within 5% of the budget), or None to trust predictions.")
     start = time.perf_counter()
     criterion = get_importance(importance)
     graph = DependencyGraph(model, ignored_layers=ignored_layers, layer_norm=layer_norm, attention=attention)
@@ -220,7 +230,8 @@ def prune_filters(
 
         (kind, fraction), = targets.items()
         pruned, removed, decisions, budget = budgeted_plan(
-            model, graph, criterion, kind, fraction, latency_table, max_pruning_ratio, round_to, rebuild)
+            model, graph, criterion, kind, fraction, latency_table, max_pruning_ratio, round_to, rebuild,
+            tolerance=latency_tolerance)
     else:
         if plan is not None:
             from tfprune.structured.plans import plan_counts

@@ -134,7 +134,9 @@ class PruningReport:
             parts.append(
                 f"Budget: {b['kind']} <= {b['target']:.3f} of the original ({b['budgeted']:,.6g} {b['unit']}); "
                 f"predicted {b['predicted']:,.6g} {b['unit']} ({b['predicted'] / b['original']:.3f}); "
-                f"original {b['original']:,.6g}, smallest reachable {b['smallest']:,.6g}")
+                f"original {b['original']:,.6g}, smallest reachable {b['smallest']:,.6g}"
+                + (f"; measured {b['measured_fraction']:.3f} of the original (tolerance {b['tolerance']:.0%}, "
+                   f"{b['attempts']} measured plan(s))" if "measured_fraction" in b else ""))
         parts += ["", _table(layer_rows), "", _table(group_rows)]
         if self.unsupported:
             parts += ["", "Layers the dependency graph does not understand (their channels are kept):"]

@@ -126,6 +126,22 @@ def make_runner(runtime: str, model: Any, x: np.ndarray, threads: int | None = N
     raise ValueError(f"runtime must be one of {RUNTIMES}, received {runtime!r}.")
 
 
+def make_runners(runtime: str, model: Any, x: np.ndarray, threads: int | None = None, count: int = 1,
+                 io: bool = True) -> list[Callable[[], Any]]:
+    """`count` independent calls of `model` on `x` in `runtime`: separate interpreters (one conversion)
+    or separate traced functions. Instances of one model can differ by several percent (memory
+    placement), so a robust measurement takes the median over a few of them.
+
+    Example:
+        >>> runs = make_runners("tflite", model, x, threads=1, count=3)
+    """
+    if runtime == "tflite" and not isinstance(model, bytes):
+        model = tflite_model(model)
+    if runtime == "tflite":
+        return [tflite_runner(model, x, threads, io=io) for _ in range(count)]
+    return [make_runner(runtime, model, x, threads, io=io) for _ in range(count)]
+
+
 def paired_median_ms(runners: Sequence[Callable[[], Any]], repeats: int, warmup: int = 3,
                      stat: str = "median", clock: Callable[[], float] = time.perf_counter) -> list[float]:
     """Median (or `stat`) wall time of each runner in ms; calls alternate between the runners so that
