@@ -37,12 +37,16 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     result = bench.main(["--models", "tiny", "--runtimes", "tflite1", "--batches", "1", "--budgets", "0.5,0.01",
                          "--repeats", "2", "--table_repeats", "1", "--seeds", "0", "--train_size", "400", "--eval_size", "200",
                          "--epochs", "1", "--fine_tune_epochs", "1", "--population", "2", "--generations", "2",
+                         "--calibration_samples", "2", "--validation_plans", "2",
                          "--latency_cache", str(tmp_path / "cache" / "lat.json"), "--readme", str(readme)])
     row, impossible = result["latency_rows"]
     assert impossible["unreachable"] and 0.01 < impossible["smallest_fraction"] < 0.5
     assert row["model"] == "ResNet-8 16x16" and row["budget"] == 0.5
-    assert row["fraction_aware"] <= 0.5 and row["aware_met"]  # the fake runtime is what the table predicts
-    assert abs(row["prediction_error_aware"]) < 1e-6
+    assert abs(row["fraction_aware"] / 0.5 - 1) <= 0.05 and row["aware_met"]
+    assert row["planner_fraction"] == pytest.approx(row["fraction_aware"]) and row["attempts"] >= 1
+    assert abs(row["prediction_error_aware"]) < 1e-6  # the fake runtime is what the table predicts
+    assert len(row["validation_measured"]) == 2 and max(map(abs, row["validation_error_calibrated"])) < 1e-6
+    assert row["calibration_points"] == 2
     assert row["macs_fraction_uniform"] <= row["macs_fraction_aware"] + 1e-9
     methods = [r["method"] for r in result["accuracy_rows"]]
     assert methods == ["uniform L1", "latency-aware (knapsack, L1)", "searched (evolution)"]
@@ -54,6 +58,7 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "not measured yet" not in text
     assert "| ResNet-8 16x16 | TFLite 1 thr. | 1 | 0.50 |" in text and "searched (evolution)" in text
+    assert "held-out pruned models" in text and "| ResNet-8 16x16 | TFLite 1 thr. | 1 | 2 | 1.000 |" in text
     assert "unreachable: smallest" in text and "below the smallest reachable latency" in text
     assert sorted(os.listdir(tmp_path)) == ["README.md", "cache"]
     log = tmp_path / "run.log"

@@ -173,3 +173,102 @@ def test_blocks_sharing_a_configuration_at_different_widths(fake):
     for ratio in (0.3, 0.5, 0.7):
         pruned, _ = prune_filters(model, pruning_ratio=ratio, round_to=8)
         assert table.predict(pruned) == pytest.approx(fake_ms(pruned))
+
+
+WHOLE_SCALE = 0.6  # the fake runtime runs whole models 40% faster than their blocks timed alone
+
+
+@pytest.fixture
+def fused_fake(monkeypatch):
+    """A fake runtime whose whole models (more than 6 layers) take 0.6 of their MACs' cost plus the call:
+    blocks timed alone over-estimate them, as a real interpreter's fused whole model does."""
+    clock = FakeClock()
+    built = []
+
+    def make_runner(runtime, model, x, threads=None, io=True):
+        built.append(model)
+        seconds = whole_ms(model, x.shape[0]) / 1000
+
+        def run():
+            clock.now += seconds
+
+        return run
+
+    install_fake_runtime(monkeypatch, make_runner)
+    clock.built = built
+    return clock
+
+
+def whole_ms(model, batch=1):
+    scale = WHOLE_SCALE if len(model.layers) > 6 else 1.0
+    return 1000 * NS_PER_MAC * analysis.count_macs(fold_batchnorm(model)) * batch * scale + CALL_MS
+
+
+def test_calibration_fits_whole_models(fused_fake, tmp_path):
+    model = resnet_cifar(8)
+    table = LatencyTable("tflite", round_to=8, cache=tmp_path / "lat.json", clock=fused_fake, repeats=2, warmup=0)
+    table.measure(model)
+    pruned = [prune_filters(model, pruning_ratio=r, round_to=8)[0] for r in (0.25, 0.5, 0.75)]
+    assert table.fit(model)[1] == 1.0  # nothing measured end to end yet: blocks as timed
+    before = [table.predict(p) / whole_ms(p) - 1 for p in pruned]
+    assert min(abs(e) for e in before) > 0.1  # blocks timed alone do not add up to the pruned whole models
+    summary = table.calibrate(model, samples=4, seed=0)
+    assert summary["points"] == 4 and len(summary["errors"]) == 4
+    assert min(abs(e) for e in summary["errors"]) > 0.1
+    intercept, scale = table.fit(model)
+    assert scale == pytest.approx(WHOLE_SCALE, rel=1e-6) and summary["scale"] == scale
+    assert intercept == pytest.approx(CALL_MS, abs=1e-6)  # the call; every MAC is in some block
+    for p in pruned:  # not among the calibration plans, predicted exactly now
+        assert table.predict(p) == pytest.approx(whole_ms(p), rel=1e-6)
+    assert table.predict(model) == pytest.approx(whole_ms(model), rel=1e-6)
+    # the fit is cached: a new table on the same file predicts the same without timing anything
+    again = LatencyTable("tflite", round_to=8, cache=tmp_path / "lat.json", clock=fused_fake, repeats=2, warmup=0)
+    fused_fake.built.clear()
+    assert again.predict(pruned[1]) == pytest.approx(whole_ms(pruned[1]), rel=1e-6) and fused_fake.built == []
+    # the same seed draws the same plans: calibrating again adds the same four points
+    other = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0)
+    assert other.calibrate(model, samples=4, seed=0)["errors"] == pytest.approx(summary["errors"])
+
+
+def test_compare_uses_instances_and_caches_the_original(fused_fake):
+    model = resnet_cifar(8)
+    pruned, _ = prune_filters(model, pruning_ratio=0.5, round_to=8)
+    table = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0, instances=3)
+    fused_fake.built.clear()
+    (fraction,) = table.compare(model, [pruned], record=False)
+    assert len(fused_fake.built) == 6 and fraction == pytest.approx(whole_ms(pruned) / whole_ms(model))
+    table.compare(model, [pruned], record=False)
+    assert len(fused_fake.built) == 9  # the original's instances are reused
+    assert table.models == {} or all("calibration" not in m for m in table.models.values())
+    with pytest.raises(ValueError, match="instances must be a positive int"):
+        LatencyTable("tflite", instances=0)
+
+
+def test_measured_latency_budget_meets_the_runtime(fused_fake):
+    model = resnet_cifar(8)
+    budget = 0.5
+    predicted_only = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0)
+    trusting, report = prune_filters(model, target_latency=budget, latency_table=predicted_only, round_to=8,
+                                     latency_tolerance=None)
+    assert "measured_fraction" not in report.budget
+    trusted_real = whole_ms(trusting) / whole_ms(model)
+    assert trusted_real > budget * 1.1  # the uncalibrated table under-estimates pruned models: over budget
+    table = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0)
+    pruned, report = prune_filters(model, target_latency=budget, latency_table=table, round_to=8)
+    real = whole_ms(pruned) / whole_ms(model)
+    assert report.budget["measured_fraction"] == pytest.approx(real, rel=1e-6)
+    assert abs(real / budget - 1) <= 0.05 and report.budget["attempts"] >= 2
+    assert "measured" in str(report) and report.macs_after < analysis.count_macs(trusting)
+    with pytest.raises(ValueError, match="latency_tolerance must be a fraction"):
+        prune_filters(model, target_latency=budget, latency_table=table, latency_tolerance=1.5)
+
+
+def test_sample_plans_cover_the_range_deterministically():
+    from tfprune.structured.latency_calibration import sample_plans
+
+    options = [np.array([8, 16, 24, 32]), np.array([8, 16])]
+    first = sample_plans(options, 6, np.random.default_rng(3))
+    assert first == sample_plans(options, 6, np.random.default_rng(3)) and len(first) == 6
+    uniform = [p for i, p in enumerate(first) if i % 2 == 0]
+    assert len({tuple(p) for p in uniform}) >= 2  # uniform plans at different fractions
+    assert all(0 <= j < len(o) for p in first for j, o in zip(p, options))

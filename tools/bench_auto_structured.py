@@ -54,10 +54,13 @@ from readme_block import replace_block, write_atomic  # noqa: E402
 from tfprune import analysis  # noqa: E402
 from tfprune.datasets import load_mnist  # noqa: E402
 from tfprune.structured import (BudgetError, LatencyTable, compile_like, prune_filters,  # noqa: E402
-                                recalibrate_batchnorm, search_ratios, timing)
+                                recalibrate_batchnorm, search_ratios)
 from tfprune.structured import latency as latency_lib  # noqa: E402
-from tfprune.structured.fold import fold_batchnorm  # noqa: E402
+from tfprune.structured.graph import DependencyGraph  # noqa: E402
+from tfprune.structured.importance import get_importance  # noqa: E402
+from tfprune.structured.latency_calibration import sample_plans  # noqa: E402
 from tfprune.structured.models import resnet_cifar  # noqa: E402
+from tfprune.structured.planner import kept_options, score_groups  # noqa: E402
 
 MODELS = {
     "resnet56": ("ResNet-56 32x32", lambda: resnet_cifar(56), None),
@@ -71,13 +74,6 @@ PREDICTION_TOLERANCE = 0.10
 def accuracy_model(input_shape=(28, 28, 1)) -> keras.Model:
     """The residual CNN of the accuracy part."""
     return resnet_cifar(14, num_classes=10, input_shape=input_shape)
-
-
-def measure_models(models: list, runtime: str, threads: int, batch: int, repeats: int) -> list[float]:
-    """Median latency (ms) of each model (BatchNormalization folded), calls alternating."""
-    x = timing.example_batch(models[0], batch)
-    runners = [timing.make_runner(runtime, fold_batchnorm(m), x, threads or os.cpu_count()) for m in models]
-    return timing.paired_median_ms(runners, repeats, clock=latency_lib.DEFAULT_CLOCK)
 
 
 def ratio_matching(model: keras.Model, value: Callable[[keras.Model, object], float], target: float,
@@ -96,6 +92,23 @@ def ratio_matching(model: keras.Model, value: Callable[[keras.Model, object], fl
     return best
 
 
+def held_out_plans(model: keras.Model, samples: int, seed: int) -> list[keras.Model]:
+    """Pruned versions of `model` (uniform and random per-group widths, round_to 8) that the
+    calibration never sees: the validation set of the table's predictions."""
+    graph = DependencyGraph(model)
+    criterion = get_importance("l1")
+    criterion.prepare(model, None)
+    scores, _ = score_groups(graph, criterion)
+    ids = sorted(scores)
+    options = [kept_options(graph.groups[g], 0.9, 8) for g in ids]
+    plans = []
+    for genes in sample_plans(options, samples, np.random.default_rng(seed)):
+        kept = {g: int(o[j]) for g, o, j in zip(ids, options, genes)}
+        plans.append(prune_filters(model, plan={graph.groups[g].producers[0]: k for g, k in kept.items()},
+                                   round_to=8)[0])
+    return plans
+
+
 def latency_part(args) -> list[dict]:
     rows = []
     for key in args.models:
@@ -106,43 +119,61 @@ def latency_part(args) -> list[dict]:
             runtime, threads, label = RUNTIMES[runtime_key]
             for batch in args.batches:
                 start = time.perf_counter()
+                repeats = args.repeats if batch == 1 else max(5, args.repeats // 4)
                 table = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch, round_to=8,
                                      cache=args.latency_cache, repeats=args.table_repeats, max_widths=max_widths,
                                      verbose=1)
                 table.measure(model)
+                table.repeats = repeats  # whole-model comparisons (blocks are cached)
+                validation = held_out_plans(model, args.validation_plans, seed=1000)
+                entry = table.models[latency_lib.structure_key(model)]
+                blocks_only = [(entry["overhead_ms"] + table.blocks_ms(p)) / entry["measured_ms"]
+                               for p in validation]
+                calibration = table.calibrate(model, samples=args.calibration_samples, seed=0)
+                calibrated = [table.predict(p) / table.predict(model) for p in validation]
+                measured = table.compare(model, validation, record=False)
                 table_seconds = time.perf_counter() - start
+                common = {"model": name, "runtime": label, "batch": batch,
+                          "table_seconds": round(table_seconds, 1), "table_measurements": table.measured,
+                          "calibration_points": calibration["points"], "fit_scale": calibration["scale"],
+                          "validation_measured": measured,
+                          "validation_error_blocks": [p / m - 1 for p, m in zip(blocks_only, measured)],
+                          "validation_error_calibrated": [p / m - 1 for p, m in zip(calibrated, measured)]}
                 for budget in args.budgets:
+                    plan_start = time.perf_counter()
                     try:
                         aware, aware_report = prune_filters(model, target_latency=budget, latency_table=table,
-                                                            round_to=8)
+                                                            round_to=8, latency_tolerance=LATENCY_TOLERANCE)
                     except BudgetError as err:  # below the smallest reachable latency: say so, go on
-                        rows.append({"model": name, "runtime": label, "batch": batch, "budget": budget,
-                                     "unreachable": True, "smallest_fraction": err.smallest / err.original,
-                                     "aware_met": False, "uniform_met": False,
-                                     "table_seconds": round(table_seconds, 1), "table_measurements": table.measured})
+                        rows.append({**common, "budget": budget, "unreachable": True,
+                                     "smallest_fraction": err.smallest / err.original, "reason": str(err),
+                                     "aware_met": False, "uniform_met": False})
                         print(f"  {name} {label} b{batch} budget {budget}: unreachable "
                               f"(smallest {err.smallest / err.original:.3f})", file=sys.stderr, flush=True)
                         continue
+                    plan_seconds = time.perf_counter() - plan_start
                     ratio, uniform, uniform_report = ratio_matching(
                         model, lambda p, r: r.macs_after, aware_report.macs_after)
-                    repeats = args.repeats if batch == 1 else max(5, args.repeats // 4)
-                    ms = measure_models([model, aware, uniform], runtime, threads, batch, repeats)
-                    predicted = [table.predict(m) for m in (model, aware, uniform)]
-                    row = {"model": name, "runtime": label, "batch": batch, "budget": budget,
-                           "ms_original": ms[0], "ms_aware": ms[1], "ms_uniform": ms[2],
-                           "fraction_aware": ms[1] / ms[0], "fraction_uniform": ms[2] / ms[0],
-                           "predicted_original": predicted[0], "predicted_aware": predicted[1],
-                           "predicted_uniform": predicted[2],
-                           "prediction_error_aware": predicted[1] / ms[1] - 1,
-                           "prediction_error_uniform": predicted[2] / ms[2] - 1,
+                    predicted = [table.predict(m) / table.predict(model) for m in (aware, uniform)]
+                    # a fresh measurement, independent of the planner's: new instances of all three models
+                    final = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch,
+                                         repeats=repeats, round_to=8)
+                    fraction_aware, fraction_uniform = final.compare(model, [aware, uniform], record=False)
+                    row = {**common, "budget": budget, "ms_original": entry["measured_ms"],
+                           "fraction_aware": fraction_aware, "fraction_uniform": fraction_uniform,
+                           "planner_fraction": aware_report.budget["measured_fraction"],
+                           "attempts": aware_report.budget["attempts"], "plan_seconds": round(plan_seconds, 1),
+                           "predicted_aware": predicted[0], "predicted_uniform": predicted[1],
+                           "prediction_error_aware": predicted[0] / fraction_aware - 1,
+                           "prediction_error_uniform": predicted[1] / fraction_uniform - 1,
                            "macs_fraction_aware": aware_report.macs_after / macs,
-                           "macs_fraction_uniform": uniform_report.macs_after / macs, "uniform_ratio": ratio,
-                           "table_seconds": round(table_seconds, 1), "table_measurements": table.measured}
-                    row["aware_met"] = row["fraction_aware"] <= budget * (1 + LATENCY_TOLERANCE)
-                    row["uniform_met"] = row["fraction_uniform"] <= budget * (1 + LATENCY_TOLERANCE)
+                           "macs_fraction_uniform": uniform_report.macs_after / macs, "uniform_ratio": ratio}
+                    row["aware_met"] = abs(fraction_aware / budget - 1) <= LATENCY_TOLERANCE
+                    row["uniform_met"] = abs(fraction_uniform / budget - 1) <= LATENCY_TOLERANCE
                     rows.append(row)
-                    print(f"  {name} {label} b{batch} budget {budget}: aware {row['fraction_aware']:.3f}, "
-                          f"uniform {row['fraction_uniform']:.3f}", file=sys.stderr, flush=True)
+                    print(f"  {name} {label} b{batch} budget {budget}: aware {fraction_aware:.3f} "
+                          f"(planner {row['planner_fraction']:.3f}, {row['attempts']} plans), "
+                          f"uniform {fraction_uniform:.3f}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -171,6 +202,7 @@ def accuracy_part(args) -> tuple[list[dict], list[dict]]:
         recalibrate_batchnorm(model, calib, steps=None, batch_size=256)
         table = LatencyTable("tflite", threads=1, batch_size=1, round_to=8, cache=args.latency_cache,
                              repeats=args.table_repeats, verbose=1)
+        table.calibrate(model, samples=args.calibration_samples, seed=seed)
         full = table.predict(model)
         target = args.accuracy_budget * full
         _, uniform, _ = ratio_matching(model, lambda p, r: table.predict(p), target)
@@ -186,8 +218,9 @@ def accuracy_part(args) -> tuple[list[dict], list[dict]]:
                          "plan": plan.kept})
         dense_accuracy, dense_loss = evaluate(model, test)
         candidates = {"uniform L1": uniform, "latency-aware (knapsack, L1)": aware, "searched (evolution)": searched}
-        ms = measure_models([model] + list(candidates.values()), "tflite", 1, 1, args.repeats)
-        for (name, pruned), latency in zip(candidates.items(), ms[1:]):
+        final = LatencyTable("tflite", threads=1, batch_size=1, round_to=8, repeats=args.repeats)
+        fractions = final.compare(model, list(candidates.values()), record=False)
+        for (name, pruned), fraction in zip(candidates.items(), fractions):
             recalibrate_batchnorm(pruned, calib, steps=4, batch_size=256)
             one_shot, one_shot_loss = evaluate(pruned, test)
             tuned = compile_like(pruned, model)
@@ -195,7 +228,7 @@ def accuracy_part(args) -> tuple[list[dict], list[dict]]:
             recalibrate_batchnorm(tuned, calib, steps=None, batch_size=256)
             accuracy, loss = evaluate(tuned, test)
             rows.append({"seed": seed, "method": name, "dense_accuracy": dense_accuracy, "dense_loss": dense_loss,
-                         "latency_fraction": latency / ms[0], "predicted_fraction": table.predict(pruned) / full,
+                         "latency_fraction": fraction, "predicted_fraction": table.predict(pruned) / full,
                          "one_shot_accuracy": one_shot, "one_shot_loss": one_shot_loss,
                          "accuracy": accuracy, "loss": loss})
         print(f"  MNIST seed {seed}: search {search_seconds:.0f}s", file=sys.stderr, flush=True)
@@ -203,20 +236,41 @@ def accuracy_part(args) -> tuple[list[dict], list[dict]]:
 
 
 def latency_table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
-    out = [("model", "runtime", "batch", "budget", "original ms", "latency-aware: measured (MACs)",
-            "uniform L1 same MACs: measured", "predicted / measured - 1 (aware, uniform)", "within 5%")]
+    out = [("model", "runtime", "batch", "budget", "original ms", "latency-aware: measured (MACs)", "plans timed",
+            "uniform L1 same MACs: measured", "predicted / measured - 1 (aware, uniform)",
+            f"within {LATENCY_TOLERANCE:.0%} (aware / uniform)")]
     for r in rows:
         if r.get("unreachable"):
             why = (f"unreachable: smallest {r['smallest_fraction']:.3f}" if r["smallest_fraction"] > r["budget"]
                    else "no plan fits after re-planning")
-            out.append((r["model"], r["runtime"], str(r["batch"]), f"{r['budget']:.2f}", "-", why, "-", "-",
+            out.append((r["model"], r["runtime"], str(r["batch"]), f"{r['budget']:.2f}", "-", why, "-", "-", "-",
                         "NO / no"))
             continue
         out.append((r["model"], r["runtime"], str(r["batch"]), f"{r['budget']:.2f}", f"{r['ms_original']:.2f}",
-                    f"{r['fraction_aware']:.3f} ({r['macs_fraction_aware']:.3f})",
+                    f"{r['fraction_aware']:.3f} ({r['macs_fraction_aware']:.3f})", str(r["attempts"]),
                     f"{r['fraction_uniform']:.3f}",
                     f"{r['prediction_error_aware']:+.1%}, {r['prediction_error_uniform']:+.1%}",
                     f"{'yes' if r['aware_met'] else 'NO'} / {'yes' if r['uniform_met'] else 'no'}"))
+    return out
+
+
+def validation_cells(rows: list[dict]) -> list[dict]:
+    """One row per model/runtime/batch cell (the validation is per cell, not per budget)."""
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["runtime"], r["batch"]), r)
+    return [r for r in cells.values() if "validation_measured" in r]
+
+
+def validation_table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
+    out = [("model", "runtime", "batch", "calibration plans", "fitted scale", "held-out plans measured",
+            "error, blocks only", "error, calibrated", f"within {PREDICTION_TOLERANCE:.0%} (calibrated)")]
+    for r in validation_cells(rows):
+        blocks, calibrated = r["validation_error_blocks"], r["validation_error_calibrated"]
+        out.append((r["model"], r["runtime"], str(r["batch"]), str(r["calibration_points"]), f"{r['fit_scale']:.3f}",
+                    ", ".join(f"{m:.3f}" for m in r["validation_measured"]),
+                    ", ".join(f"{e:+.0%}" for e in blocks), ", ".join(f"{e:+.0%}" for e in calibrated),
+                    f"{sum(abs(e) <= PREDICTION_TOLERANCE for e in calibrated)} of {len(calibrated)}"))
     return out
 
 
@@ -270,11 +324,19 @@ def verdicts(latency_rows: list[dict], summary: list[dict], searches: list[dict]
                              f"reachable latency ({r['smallest_fraction']:.3f} of the original with round_to=8 and "
                              "max_pruning_ratio=0.9: narrow layers do not get proportionally faster), not met")
         uniform_met = sum(r["uniform_met"] for r in measured)
-        lines.append(f"uniform L1 at the same MACs meets the budget in {uniform_met} of {len(measured)} cells")
+        lines.append(f"latency-aware within {LATENCY_TOLERANCE:.0%} in {len(measured) - len(missed)} of "
+                     f"{len(latency_rows)} cells; uniform L1 at the same MACs in {uniform_met} of {len(measured)}")
+        cells = validation_cells(latency_rows)
+        for kind, label in (("calibrated", "calibrated table"), ("blocks", "blocks alone (uncalibrated)")):
+            errors = [abs(e) for r in cells for e in r[f"validation_error_{kind}"]]
+            if errors:
+                lines.append(f"{label}: prediction within {PREDICTION_TOLERANCE:.0%} of the measurement on "
+                             f"{sum(e <= PREDICTION_TOLERANCE for e in errors)} of {len(errors)} held-out pruned "
+                             f"models (largest error {max(errors):.1%})")
         errors = [abs(r[f"prediction_error_{k}"]) for r in measured for k in ("aware", "uniform")]
         if errors:
-            lines.append(f"latency table prediction within {PREDICTION_TOLERANCE:.0%} of the measurement in "
-                         f"{sum(e <= PREDICTION_TOLERANCE for e in errors)} of {len(errors)} pruned models "
+            lines.append(f"calibrated table on the latency-aware and uniform plans: within {PREDICTION_TOLERANCE:.0%} "
+                         f"in {sum(e <= PREDICTION_TOLERANCE for e in errors)} of {len(errors)} "
                          f"(largest error {max(errors):.1%})")
     if summary:
         by = {s["method"]: s for s in summary}
@@ -305,8 +367,14 @@ def command_line(argv: Sequence[str] | None) -> str:
 def markdown(result: dict) -> str:
     text = [f"`{result['command']}` ({result['settings']}).", ""]
     if result["latency_rows"]:
-        text += ["Latency budgets (measured latency / original; the latency-aware plan's MACs in brackets):", "",
+        text += ["Latency budgets (measured latency / original, a fresh measurement after planning; the "
+                 "latency-aware plan's MACs in brackets; plans timed: how many plans the planner measured):", "",
                  *markdown_table(latency_table_rows(result["latency_rows"])), ""]
+        if validation_cells(result["latency_rows"]):
+            text += ["Latency-table predictions on held-out pruned models (uniform and random per-group widths, not "
+                     "used for calibration): measured latency / original, and the prediction's error from the "
+                     "blocks alone and after calibration on whole pruned models:", "",
+                     *markdown_table(validation_table_rows(result["latency_rows"])), ""]
     if result["accuracy_summary"]:
         text += [f"MNIST residual CNN at latency budget {result['accuracy_budget']} (TFLite 1 thread, batch 1), "
                  f"mean over seeds {result['seeds']} (± half the spread); dense accuracy "
@@ -332,6 +400,10 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--budgets", type=_floats, default=[0.5, 0.3])
     parser.add_argument("--repeats", type=int, default=40, help="end-to-end timed calls at batch 1 (b32: 1/4)")
     parser.add_argument("--table_repeats", type=int, default=20, help="timed calls per latency-table entry")
+    parser.add_argument("--calibration_samples", type=int, default=8,
+                        help="pruned versions timed end to end to fit each latency table (LatencyTable.calibrate)")
+    parser.add_argument("--validation_plans", type=int, default=4,
+                        help="held-out pruned versions per cell on which the table's predictions are checked")
     parser.add_argument("--latency_cache", default=os.path.join(TOOLS, "results", "latency_tables.json"))
     parser.add_argument("--seeds", type=_ints, default=[0, 1])
     parser.add_argument("--train_size", type=int, default=8000)
@@ -414,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "latency_rows": latency_rows, "accuracy_rows": accuracy_rows, "accuracy_summary": summary,
               "searches": searches, "seeds": args.seeds, "accuracy_budget": args.accuracy_budget,
               "verdicts": verdicts(latency_rows, summary, searches)}
-    for table in ([latency_table_rows(latency_rows)] if latency_rows else []) + \
+    for table in ([latency_table_rows(latency_rows), validation_table_rows(latency_rows)] if latency_rows else []) + \
             ([accuracy_table_rows(summary)] if summary else []):
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:
