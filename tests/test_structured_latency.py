@@ -225,6 +225,10 @@ def test_calibration_fits_whole_models(fused_fake, tmp_path):
     again = LatencyTable("tflite", round_to=8, cache=tmp_path / "lat.json", clock=fused_fake, repeats=2, warmup=0)
     fused_fake.built.clear()
     assert again.predict(pruned[1]) == pytest.approx(whole_ms(pruned[1]), rel=1e-6) and fused_fake.built == []
+    again.calibrate(model, samples=4)
+    assert fused_fake.built == []  # the cached points count: nothing more to time
+    again.calibrate(model, samples=5)
+    assert len(again.models[next(iter(again.models))]["calibration"]) == 5
     # the same seed draws the same plans: calibrating again adds the same four points
     other = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0)
     assert other.calibrate(model, samples=4, seed=0)["errors"] == pytest.approx(summary["errors"])

@@ -7,8 +7,8 @@ Layers: `PrunedLayerNormalization` / `PrunedRMSNormalization` keep LayerNormaliz
 channels are removed (`prune_filters(..., layer_norm="exact")`).
 
 Latency-aware and automatic pruning: `sensitivity` (one group at a time), `LatencyTable` (measured
-per-block latency in TFLite or TensorFlow), budgets in `prune_filters(target_macs= | target_params= |
-target_latency=)`, `search_ratios` (evolution / bee colony over per-group channel counts) and
+per-block latency in TFLite or TensorFlow, calibrated on whole pruned models), budgets in
+`prune_filters(target_macs= | target_params= | target_latency=)` (a latency budget measured), `search_ratios` (evolution / bee colony over per-group channel counts) and
 `recalibrate_batchnorm` (EagleEye's BN re-estimation).
 
 Training-time helpers: `BNSparsity` (network slimming), `SoftFilterPruning`, `iterative_prune`,

@@ -261,51 +261,60 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     """A latency budget met by measurement: plan with the table's (calibrated) cost model, measure the
     pruned model against the original (`LatencyTable.compare`, which adds it to the table's fit), and
     plan again with the goal corrected by what is left of the prediction's error, until the measured
-    latency is within `tolerance` of the budget. Returns the first plan within tolerance, else the
-    measured plan nearest the budget from below (within `1 + tolerance`); raises `BudgetError` if
-    every plan measured above that.
+    latency is within half the `tolerance` of the budget or `attempts` plans were measured (a plan
+    that comes out the same as an earlier one moves the goal further instead of being measured again).
+    Returns the measured plan nearest the budget among those at most `1 + tolerance` of it; raises
+    `BudgetError` if every plan measured above that.
     """
     from tfprune.structured.cost import cost_model
 
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"latency_tolerance must be in (0, 1) or None, received {tolerance!r}. Fix: e.g. 0.05.")
     original = latency_table.predict(model)
-    target = fraction * original
-    goal, tried, smallest = target, [], None
-    for attempt in range(attempts):
+    goal, tried, smallest, last = fraction * original, {}, None, None
+    for _ in range(4 * attempts):
+        if len(tried) >= attempts:
+            break
         cost = cost_model("latency", graph, latency_table)
+        original = latency_table.predict(model)
         scores, decisions = _scored(graph, criterion)
         try:
             kept, info = budgeted_counts(graph, scores, cost, goal, max_pruning_ratio, round_to)
-        except BudgetError:
+        except BudgetError as err:
+            if err.smallest is not None and err.smallest <= fraction * original * (1 + tolerance) and (
+                    smallest is None):
+                # the table puts the smallest plan just above the budget: measure it, it may be within
+                goal = smallest = err.smallest * (1 + 1e-9)
+                continue
             if not tried:
                 raise
             break  # the corrected goal is below what the cost model can reach: keep what was measured
         smallest = info.smallest
         key = tuple(sorted(kept.items()))
-        if any(key == t[0] for t in tried):
-            break  # the same plan again: measuring it again cannot help
+        if key in tried:  # the same plan again: push the goal on by the last measured miss
+            goal = max(goal * fraction / last, smallest)
+            if goal == smallest and fraction < last:
+                break
+            continue
         pruned, removed, decisions = _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to,
                                             rebuild)
-        measured = latency_table.compare(model, [pruned])[0]
-        tried.append((key, measured, pruned, removed, decisions))
-        if abs(measured / fraction - 1) <= tolerance:
+        last = latency_table.compare(model, [pruned])[0]
+        tried[key] = (last, pruned, removed, decisions)
+        if abs(last / fraction - 1) <= tolerance / 2:
             break
         # the refitted table's remaining error on this plan corrects the next goal
         predicted = latency_table.predict(pruned) / latency_table.predict(model)
-        original = latency_table.predict(model)
-        target = fraction * original
-        goal = max(target * predicted / measured, smallest)
-    within = [t for t in tried if t[1] <= fraction * (1 + tolerance)]
+        goal = max(fraction * latency_table.predict(model) * predicted / last, smallest)
+    original = latency_table.predict(model)
+    within = [t for t in tried.values() if t[0] <= fraction * (1 + tolerance)]
     if not within:
-        best = min(tried, key=lambda t: t[1])
+        fastest = min(t[0] for t in tried.values())
         raise BudgetError(
             f"could not meet the latency budget {fraction} of the original within {tolerance:.0%}: the fastest of "
-            f"{len(tried)} measured plans runs at {best[1]:.3f} of the original latency. "
-            f"Fix: ask for at least {best[1] * (1 + tolerance / 2):.3f}, raise max_pruning_ratio, or lower round_to.",
-            smallest=best[1] * original, original=original)
-    inside = [t for t in within if abs(t[1] / fraction - 1) <= tolerance]
-    _, measured, pruned, removed, decisions = inside[0] if inside else max(within, key=lambda t: t[1])
+            f"{len(tried)} measured plans runs at {fastest:.3f} of the original latency. "
+            f"Fix: ask for at least {fastest * (1 + tolerance / 2):.3f}, raise max_pruning_ratio, or lower round_to.",
+            smallest=fastest * original, original=original)
+    measured, pruned, removed, decisions = min(within, key=lambda t: abs(t[0] / fraction - 1))
     budget = {"kind": "latency", "target": fraction, "budgeted": fraction * original,
               "predicted": latency_table.predict(pruned), "measured": measured * original,
               "measured_fraction": measured, "tolerance": tolerance, "attempts": len(tried),

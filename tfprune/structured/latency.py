@@ -253,7 +253,7 @@ class LatencyTable:
     def __init__(self, runtime: str = "tflite", threads: int = 1, batch_size: int = 1, round_to: int | None = 8,
                  cache: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
                  repeats: int = 20, warmup: int = 3, stat: str = "median", max_widths: int | None = None,
-                 fold_bn: bool = True, instances: int = 3, verbose: int = 0) -> None:
+                 fold_bn: bool = True, instances: int = 5, verbose: int = 0) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, received {runtime!r}. Fix: runtime='tflite'.")
         for name, value in (("threads", threads), ("batch_size", batch_size), ("repeats", repeats),
@@ -608,10 +608,12 @@ class LatencyTable:
 
     def calibrate(self, model: keras.Model, samples: int = 8, seed: int = 0, max_pruning_ratio: float = 0.9,
                   ignored_layers: Any = None) -> dict:
-        """Time `samples` pruned versions of `model` (uniform and random per-group widths, multiples of
-        `round_to`) against it with `compare` and refit the architecture's `fit`; returns
-        {'intercept', 'scale', 'points', 'errors'}: 'errors' are the uncalibrated predictions'
-        relative errors on the new points. Deterministic plans for a seed; cached points are kept.
+        """Time pruned versions of `model` (uniform and random per-group widths, multiples of
+        `round_to`) against it with `compare` until the architecture has `samples` calibration points
+        (points in the cache and plans measured by `prune_filters` count; none are timed if it has
+        them already) and refit the architecture's `fit`; returns {'intercept', 'scale', 'points',
+        'errors'}: 'errors' are the previous fit's relative errors on the new points. Deterministic
+        plans for a seed.
 
         Example:
             >>> table.calibrate(model, samples=8)["scale"]

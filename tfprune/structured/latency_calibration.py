@@ -45,8 +45,9 @@ def sample_plans(options: list[np.ndarray], samples: int, rng: np.random.Generat
 
 def calibrate(table: Any, model: keras.Model, samples: int = 8, seed: int = 0, max_pruning_ratio: float = 0.9,
               ignored_layers: Any = None) -> dict:
-    """Measure `samples` pruned versions of `model` against it in `table`'s runtime and refit the table
-    (see `LatencyTable.calibrate`). Returns {'intercept', 'scale', 'points', 'errors'}.
+    """Measure pruned versions of `model` against it in `table`'s runtime until its architecture has
+    `samples` calibration points (cached points count), and refit the table (see
+    `LatencyTable.calibrate`). Returns {'intercept', 'scale', 'points', 'errors'}.
 
     Example:
         >>> calibrate(table, model, samples=8)["points"]     # calibration points of the architecture
@@ -66,8 +67,9 @@ def calibrate(table: Any, model: keras.Model, samples: int = 8, seed: int = 0, m
         raise ValueError(f"model {model.name!r} has no prunable group: nothing to calibrate with.")
     ids = sorted(scores)
     options = [kept_options(graph.groups[g], max_pruning_ratio, table.round_to) for g in ids]
+    have = len(table.models[_key(model)].get("calibration", []))
     plans, seen = [], set()
-    for genes in sample_plans(options, samples, np.random.default_rng(seed)):
+    for genes in sample_plans(options, max(samples - have, 0), np.random.default_rng(seed + have)):
         kept = tuple(int(o[j]) for o, j in zip(options, genes))
         if kept in seen or all(k == o[-1] for k, o in zip(kept, options)):
             continue  # the original or a plan already drawn: nothing new to learn
