@@ -48,6 +48,7 @@ import numpy as np
 from tfprune.keras_graph import copy_layer, flatten_model, layer_config
 from tfprune.layers import get_handler
 from tfprune.structured import timing
+from tfprune.structured.architecture import structure_key
 from tfprune.structured.cost import CostModel, Term
 
 FORMAT = "tfprune.latency_table/2"
@@ -194,14 +195,6 @@ def split_blocks(calls: list, output_keys: list) -> tuple[list[Block], list[str]
             fused.add(readers[0])
         blocks.append(Block(group))
     return blocks, untimed
-
-
-def structure_key(model: keras.Model) -> str:
-    """An architecture's identity independent of channel counts: layer types and names, spatial input shapes."""
-    calls, _, _ = flatten_model(model)
-    text = json.dumps([[type(c.layer).__name__, getattr(c.layer, "name", "")] for c in calls]
-                      + [list(t.shape[1:-1]) for t in model.inputs])
-    return f"{model.name}:{hashlib.sha1(text.encode()).hexdigest()[:16]}"
 
 
 def _candidate_widths(width: int, round_to: int | None, max_widths: int | None) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfprune.structured.architecture import structure_key
 from tfprune.structured.graph import DependencyGraph
 from tfprune.structured.importance import get_importance
 from tfprune.structured.planner import GroupDecision, apply_counts, kept_options, score_groups
@@ -67,7 +68,7 @@ def calibrate(table: Any, model: keras.Model, samples: int = 8, seed: int = 0, m
         raise ValueError(f"model {model.name!r} has no prunable group: nothing to calibrate with.")
     ids = sorted(scores)
     options = [kept_options(graph.groups[g], max_pruning_ratio, table.round_to) for g in ids]
-    have = len(table.models[_key(model)].get("calibration", []))
+    have = len(table.models[structure_key(model)].get("calibration", []))
     plans, seen = [], set()
     for genes in sample_plans(options, max(samples - have, 0), np.random.default_rng(seed + have)):
         kept = tuple(int(o[j]) for o, j in zip(options, genes))
@@ -87,12 +88,6 @@ def calibrate(table: Any, model: keras.Model, samples: int = 8, seed: int = 0, m
         if bar:
             bar.update(n + 1)
     intercept, scale = table.fit(model)
-    points = len(table.models[_key(model)].get("calibration", []))
+    points = len(table.models[structure_key(model)].get("calibration", []))
     return {"intercept": intercept, "scale": scale, "points": points,
             "errors": [b / f - 1 for b, f in zip(before, fractions)]}
-
-
-def _key(model: keras.Model) -> str:
-    from tfprune.structured.latency import structure_key
-
-    return structure_key(model)
