@@ -49,7 +49,8 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert row["calibration_points"] == 2
     assert row["macs_fraction_uniform"] <= row["macs_fraction_aware"] + 1e-9
     methods = [r["method"] for r in result["accuracy_rows"]]
-    assert methods == ["uniform L1", "latency-aware (knapsack, L1)", "searched (evolution)"]
+    assert methods == ["uniform L1", "uniform L1, any width", "latency-aware (knapsack, L1)",
+                       "searched (evolution)"]
     assert all(r["latency_fraction"] <= 0.5 + 1e-6 for r in result["accuracy_rows"])
     assert all(0 <= r["one_shot_accuracy"] <= 1 and r["loss"] > 0 for r in result["accuracy_rows"])
     assert any("search time" in v for v in result["verdicts"])
@@ -78,3 +79,16 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert merged["latency_rows"] == json.loads(json.dumps(result["latency_rows"], default=float))
     assert merged["accuracy_summary"] == result["accuracy_summary"] and merged["verdicts"] == result["verdicts"]
     assert (tmp_path / "merged.md").read_text().startswith("`latency run` and `accuracy run` (")
+    # a later run of one part replaces that part of an earlier full run, and nothing is counted twice
+    full = dict(result, command="full run")
+    rerun = dict(accuracy_only, accuracy_rows=[dict(r, accuracy=0.5) for r in result["accuracy_rows"]],
+                 command="accuracy rerun")
+    for name, part in (("full.log", full), ("rerun.log", rerun)):
+        (tmp_path / name).write_text(json.dumps(part, default=float) + "\n")
+    replaced = bench.main(["--from_log", f"{tmp_path / 'full.log'},{tmp_path / 'rerun.log'}",
+                           "--markdown", str(tmp_path / "replaced.md")])
+    assert len(replaced["accuracy_rows"]) == len(result["accuracy_rows"])
+    assert all(r["accuracy"] == 0.5 for r in replaced["accuracy_rows"])
+    assert replaced["latency_rows"] == merged["latency_rows"]
+    assert replaced["settings"].startswith("latency part: ") and "; accuracy part: " in replaced["settings"]
+    assert (tmp_path / "replaced.md").read_text().startswith("`full run` and `accuracy rerun` (")

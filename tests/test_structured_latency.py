@@ -276,3 +276,26 @@ def test_sample_plans_cover_the_range_deterministically():
     uniform = [p for i, p in enumerate(first) if i % 2 == 0]
     assert len({tuple(p) for p in uniform}) >= 2  # uniform plans at different fractions
     assert all(0 <= j < len(o) for p in first for j, o in zip(p, options))
+
+
+def test_a_budget_just_below_the_predicted_smallest_plan_is_measured(fused_fake):
+    from tfprune.structured import BudgetError
+
+    model = resnet_cifar(8)
+    table = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0)
+    table.calibrate(model, samples=4, seed=0)
+    with pytest.raises(BudgetError) as caught:
+        prune_filters(model, target_latency=0.01, latency_table=table, round_to=8, latency_tolerance=None)
+    smallest = caught.value.smallest / caught.value.original  # the calibrated table is exact here
+    budget = smallest / 1.03
+    # the prediction-only path refuses it, as the table says the smallest plan is 3% over
+    with pytest.raises(BudgetError):
+        prune_filters(model, target_latency=budget, latency_table=table, round_to=8, latency_tolerance=None)
+    # measured with a 5% tolerance, the smallest plan is timed and kept: 3% over is within
+    pruned, report = prune_filters(model, target_latency=budget, latency_table=table, round_to=8)
+    real = whole_ms(pruned) / whole_ms(model)
+    assert real == pytest.approx(smallest, rel=1e-6) and report.budget["measured_fraction"] == pytest.approx(real)
+    assert 1.0 < report.budget["measured_fraction"] / budget <= 1.05
+    # 8% over is outside the tolerance: an error that names the smallest reachable latency
+    with pytest.raises(BudgetError, match=f"smallest reachable latency .*{smallest:.3f} of the original"):
+        prune_filters(model, target_latency=smallest / 1.08, latency_table=table, round_to=8)
