@@ -102,5 +102,6 @@ def install_fake_runtime(monkeypatch, make_runner) -> None:
     from tfprune.structured import timing
 
     monkeypatch.setattr(timing, "make_runner", make_runner)
+    monkeypatch.setattr(timing, "prepare", lambda runtime, model: model)
     monkeypatch.setattr(timing, "make_runners", lambda runtime, model, x, threads=None, count=1, io=True:
                         [make_runner(runtime, model, x, threads, io) for _ in range(count)])

@@ -234,15 +234,20 @@ def test_calibration_fits_whole_models(fused_fake, tmp_path):
     assert other.calibrate(model, samples=4, seed=0)["errors"] == pytest.approx(summary["errors"])
 
 
-def test_compare_uses_instances_and_caches_the_original(fused_fake):
+def test_compare_uses_fresh_instances_and_converts_the_original_once(fused_fake, monkeypatch):
     model = resnet_cifar(8)
     pruned, _ = prune_filters(model, pruning_ratio=0.5, round_to=8)
     table = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0, instances=3)
+    prepared = []
+    monkeypatch.setattr(timing, "prepare", lambda runtime, m: prepared.append(m) or m)
     fused_fake.built.clear()
     (fraction,) = table.compare(model, [pruned], record=False)
     assert len(fused_fake.built) == 6 and fraction == pytest.approx(whole_ms(pruned) / whole_ms(model))
-    table.compare(model, [pruned], record=False)
-    assert len(fused_fake.built) == 9  # the original's instances are reused
+    originals = fused_fake.built[:3]
+    assert len({id(m) for m in originals}) == 1 and len(prepared) == 1  # 3 instances of one conversion
+    table.compare(model, [pruned, pruned], record=False)
+    assert len(fused_fake.built) == 18  # fresh instances of the original for every comparison
+    assert len(prepared) == 1 and fused_fake.built[6] is originals[0]  # converted once
     assert table.models == {} or all("calibration" not in m for m in table.models.values())
     with pytest.raises(ValueError, match="instances must be a positive int"):
         LatencyTable("tflite", instances=0)
@@ -299,3 +304,53 @@ def test_a_budget_just_below_the_predicted_smallest_plan_is_measured(fused_fake)
     # 8% over is outside the tolerance: an error that names the smallest reachable latency
     with pytest.raises(BudgetError, match=f"smallest reachable latency .*{smallest:.3f} of the original"):
         prune_filters(model, target_latency=smallest / 1.08, latency_table=table, round_to=8)
+
+
+def flat_fraction(r, slope):
+    """Measured latency fraction of a whole model whose MACs are `r` of the original's: nearly flat
+    (`slope`) from 0.3 to 0.7, a stretch where pruning more saves little, as per-op overheads make it."""
+    if r <= 0.3:
+        return 1.5 * r
+    top = 0.45 + 0.4 * slope
+    if r <= 0.7:
+        return 0.45 + slope * (r - 0.3)
+    return top + (r - 0.7) * (1 - top) / 0.3
+
+
+@pytest.fixture
+def flat_fake(monkeypatch):
+    """Blocks cost their MACs; a whole model (more than 6 layers) costs `flat_fraction` of the reference's."""
+    clock = FakeClock()
+    clock.reference, clock.slope = None, None
+
+    def make_runner(runtime, model, x, threads=None, io=True):
+        macs = analysis.count_macs(model)
+        if len(model.layers) > 6:
+            full = analysis.count_macs(clock.reference)
+            seconds = NS_PER_MAC * full * x.shape[0] * flat_fraction(macs / full, clock.slope)
+        else:
+            seconds = NS_PER_MAC * macs * x.shape[0] + CALL_MS / 1000
+
+        def run():
+            clock.now += seconds
+
+        return run
+
+    install_fake_runtime(monkeypatch, make_runner)
+    return clock
+
+
+@pytest.mark.parametrize("slope, budget, band, measurements", [(0.125, 0.49, 0.025, 2), (0.02, 0.5, 0.05, 1)])
+def test_measured_budget_crosses_a_flat_stretch(flat_fake, slope, budget, band, measurements):
+    """Plans across the stretch all measure about the same: the goal has to step on faster than the
+    measured miss says, then interpolate between the plans below and above the budget. A plan within
+    half the tolerance is measured again on fresh instances."""
+    model = resnet_cifar(8)
+    flat_fake.reference, flat_fake.slope = fold_batchnorm(model), slope
+    table = LatencyTable("tflite", round_to=8, clock=flat_fake, repeats=1, warmup=0, instances=1)
+    pruned, report = prune_filters(model, target_latency=budget, latency_table=table, round_to=8)
+    macs = analysis.count_macs(fold_batchnorm(pruned)) / analysis.count_macs(flat_fake.reference)
+    real = flat_fraction(macs, slope)
+    assert report.budget["measured_fraction"] == pytest.approx(real, rel=1e-6)
+    assert abs(real / budget - 1) <= band
+    assert report.budget["measurements"] == measurements

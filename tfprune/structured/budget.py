@@ -255,68 +255,90 @@ def _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to, r
     return rebuild(model, graph, removed), removed, decisions
 
 
+@dataclasses.dataclass
+class _MeasuredPlan:
+    pruned: Any
+    removed: Any
+    decisions: Any
+    measurements: list
+
+    @property
+    def measured(self) -> float:
+        return float(np.mean(self.measurements))
+
+
 def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, latency_table: Any,
                   max_pruning_ratio: float, round_to: int | None, rebuild: Any, tolerance: float,
                   attempts: int = 6):
     """A latency budget met by measurement: plan with the table's (calibrated) cost model, measure the
     pruned model against the original (`LatencyTable.compare`, which adds it to the table's fit), and
-    plan again with the goal corrected by what is left of the prediction's error, until the measured
-    latency is within half the `tolerance` of the budget or `attempts` plans were measured (a plan
-    that comes out the same as an earlier one moves the goal further instead of being measured again).
+    plan again at a goal that `GoalSearch` corrects from what was measured (bracketing the budget
+    between plans measured below and above it), until a plan measures within half the `tolerance` of
+    the budget twice on average (the second time on fresh instances) or `attempts` plans were measured.
     Returns the measured plan nearest the budget among those at most `1 + tolerance` of it; raises
     `BudgetError` if every plan measured above that.
     """
     from tfprune.structured.cost import cost_model
+    from tfprune.structured.goal_search import GoalSearch, MeasuredPoint
 
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"latency_tolerance must be in (0, 1) or None, received {tolerance!r}. Fix: e.g. 0.05.")
-    original = latency_table.predict(model)
-    goal, tried, smallest, last = fraction * original, {}, None, None
+    search, goal, floor_jumps = GoalSearch(fraction), fraction, 0
+    plans: dict[tuple, _MeasuredPlan] = {}
+    smallest = None
     for _ in range(4 * attempts):
-        if len(tried) >= attempts:
+        if len(plans) >= attempts:
             break
         cost = cost_model("latency", graph, latency_table)
         original = latency_table.predict(model)
         scores, decisions = _scored(graph, criterion)
         try:
-            kept, info = budgeted_counts(graph, scores, cost, goal, max_pruning_ratio, round_to)
+            kept, info = budgeted_counts(graph, scores, cost, goal * original, max_pruning_ratio, round_to)
         except BudgetError as err:
-            if err.smallest is not None and err.smallest <= fraction * original * (1 + tolerance) and (
-                    smallest is None):
-                # the table puts the smallest plan just above the budget: measure it, it may be within
-                goal = smallest = err.smallest * (1 + 1e-9)
+            # below what the cost model can reach: plan the smallest widths, once (or twice after a refit),
+            # if they may be within the tolerance or the search got here from measured plans
+            near = err.smallest is not None and err.smallest <= fraction * original * (1 + tolerance)
+            if err.smallest is not None and floor_jumps < 2 and (plans or (near and not floor_jumps)):
+                floor_jumps += 1
+                goal = err.smallest / original * (1 + 1e-9)
                 continue
-            if not tried:
+            if not plans:
                 raise
-            break  # the corrected goal is below what the cost model can reach: keep what was measured
-        smallest = info.smallest
+            break
+        smallest, floor = info.smallest, info.smallest / original
         key = tuple(sorted(kept.items()))
-        if key in tried:  # the same plan again: push the goal on by the last measured miss
-            goal = max(goal * fraction / last, smallest)
-            if goal == smallest and fraction < last:
+        plan = plans.get(key)
+        if plan is not None:  # the same plan again: no new measurement, the goal moves on
+            point = MeasuredPoint(latency_table.predict(plan.pruned) / original, plan.measured)
+            moved = search.repeated(point, floor, goal)
+            if moved is None:
                 break
+            goal = moved
             continue
         pruned, removed, decisions = _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to,
                                             rebuild)
-        last = latency_table.compare(model, [pruned])[0]
-        tried[key] = (last, pruned, removed, decisions)
-        if abs(last / fraction - 1) <= tolerance / 2:
-            break
-        # the refitted table's remaining error on this plan corrects the next goal
-        predicted = latency_table.predict(pruned) / latency_table.predict(model)
-        goal = max(fraction * latency_table.predict(model) * predicted / last, smallest)
+        plan = plans[key] = _MeasuredPlan(pruned, removed, decisions, latency_table.compare(model, [pruned]))
+        if abs(plan.measured / fraction - 1) <= tolerance / 2:
+            # one measurement can be off by the spread between instances: confirm on fresh ones
+            plan.measurements += latency_table.compare(model, [pruned])
+            if abs(plan.measured / fraction - 1) <= tolerance / 2:
+                break
+        original = latency_table.predict(model)  # the table was refitted with the new measurement
+        points = [MeasuredPoint(latency_table.predict(p.pruned) / original, p.measured) for p in plans.values()]
+        goal = search.measured(points, floor, goal)
     original = latency_table.predict(model)
-    within = [t for t in tried.values() if t[0] <= fraction * (1 + tolerance)]
+    within = [p for p in plans.values() if p.measured <= fraction * (1 + tolerance)]
     if not within:
-        fastest = min(t[0] for t in tried.values())
+        fastest = min(p.measured for p in plans.values())
         raise BudgetError(
             f"could not meet the latency budget {fraction} of the original within {tolerance:.0%}: the fastest of "
-            f"{len(tried)} measured plans runs at {fastest:.3f} of the original latency. "
+            f"{len(plans)} measured plans runs at {fastest:.3f} of the original latency. "
             f"Fix: ask for at least {fastest * (1 + tolerance / 2):.3f}, raise max_pruning_ratio, or lower round_to.",
             smallest=fastest * original, original=original)
-    measured, pruned, removed, decisions = min(within, key=lambda t: abs(t[0] / fraction - 1))
+    best = min(within, key=lambda p: abs(p.measured / fraction - 1))
     budget = {"kind": "latency", "target": fraction, "budgeted": fraction * original,
-              "predicted": latency_table.predict(pruned), "measured": measured * original,
-              "measured_fraction": measured, "tolerance": tolerance, "attempts": len(tried),
-              "original": original, "smallest": smallest, "unit": "ms"}
-    return pruned, removed, decisions, budget
+              "predicted": latency_table.predict(best.pruned), "measured": best.measured * original,
+              "measured_fraction": best.measured, "measurements": len(best.measurements),
+              "tolerance": tolerance, "attempts": len(plans), "original": original, "smallest": smallest,
+              "unit": "ms"}
+    return best.pruned, best.removed, best.decisions, budget

@@ -571,8 +571,10 @@ class LatencyTable:
     def compare(self, original: keras.Model, models: Sequence[keras.Model], record: bool = True) -> list[float]:
         """Measured latency of each model as a fraction of `original`'s: `instances` interpreters (or
         traced functions) of each, calls alternating between the original's and the model's, the
-        median over instances of each instance's `stat`. With `record=True` each model of the same
-        architecture becomes a calibration point of the fit (see `fit`).
+        median over instances of each instance's `stat`. Every comparison takes fresh instances of the
+        original too (its conversion is reused), so that repeated comparisons are independent. With
+        `record=True` each model of the same architecture becomes a calibration point of the fit
+        (see `fit`).
 
         Example:
             >>> table.compare(model, [pruned])     # e.g. [0.48]
@@ -580,12 +582,12 @@ class LatencyTable:
         x = timing.example_batch(original, self.batch_size)
         cached = self._originals.get(id(original))
         if cached is None or cached[0] is not original:
-            cached = (original, self._runners(original, x))
+            cached = (original, timing.prepare(self.runtime, self._deploy(original)))
             self._originals = {id(original): cached}
-        base_runs = cached[1]
         key = structure_key(original)
         fractions = []
         for model in models:
+            base_runs = timing.make_runners(self.runtime, cached[1], x, self.threads, count=self.instances)
             runs = self._runners(model, x)
             ms = timing.paired_median_ms(base_runs + runs, self.repeats, self.warmup, self.stat, self.clock)
             base = float(np.median(ms[: len(base_runs)]))

@@ -126,6 +126,19 @@ def make_runner(runtime: str, model: Any, x: np.ndarray, threads: int | None = N
     raise ValueError(f"runtime must be one of {RUNTIMES}, received {runtime!r}.")
 
 
+def prepare(runtime: str, model: Any) -> Any:
+    """`model` as `make_runners` takes it without converting it again: a TFLite flatbuffer for
+    "tflite", the Keras model itself for "tf".
+
+    Example:
+        >>> flatbuffer = prepare("tflite", model)
+        >>> runs = make_runners("tflite", flatbuffer, x, threads=1, count=3)
+    """
+    if runtime == "tflite" and not isinstance(model, bytes):
+        return tflite_model(model)
+    return model
+
+
 def make_runners(runtime: str, model: Any, x: np.ndarray, threads: int | None = None, count: int = 1,
                  io: bool = True) -> list[Callable[[], Any]]:
     """`count` independent calls of `model` on `x` in `runtime`: separate interpreters (one conversion)
@@ -135,8 +148,7 @@ def make_runners(runtime: str, model: Any, x: np.ndarray, threads: int | None = 
     Example:
         >>> runs = make_runners("tflite", model, x, threads=1, count=3)
     """
-    if runtime == "tflite" and not isinstance(model, bytes):
-        model = tflite_model(model)
+    model = prepare(runtime, model)
     if runtime == "tflite":
         return [tflite_runner(model, x, threads, io=io) for _ in range(count)]
     return [make_runner(runtime, model, x, threads, io=io) for _ in range(count)]
