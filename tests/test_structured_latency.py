@@ -93,6 +93,32 @@ def test_predictions_follow_the_fake_runtime(fake, tmp_path):
     assert batch.predict(model) == pytest.approx(fake_ms(model, 4))
 
 
+def test_blocks_subtract_the_call_cost_of_the_same_moment(monkeypatch):
+    """A runtime whose calls cost three times as much for its first 100 calls (warming up): the empty
+    model is timed beside every block, so the blocks are what they cost above a call, not 0."""
+    clock = FakeClock()
+    calls = [0]
+
+    def make_runner(runtime, model, x, threads=None, io=True):
+        macs = analysis.count_macs(model)
+
+        def run():
+            calls[0] += 1
+            clock.now += NS_PER_MAC * macs * x.shape[0] + (3 if calls[0] <= 100 else 1) * CALL_MS / 1000
+
+        return run
+
+    install_fake_runtime(monkeypatch, make_runner)
+    model = tiny_model()
+    table = LatencyTable("tf", round_to=8, clock=clock, repeats=5, warmup=1)
+    table.measure(model)
+    assert calls[0] > 100 and table.empty_ms == pytest.approx(CALL_MS)
+    pruned, _ = prune_filters(model, pruning_ratio=0.5, round_to=8)
+    for m in (model, pruned):
+        assert table.blocks_ms(m) == pytest.approx(fake_ms(m) - CALL_MS, rel=1e-6)
+    assert table.predict(pruned) == pytest.approx(fake_ms(pruned), rel=1e-6)
+
+
 def test_interpolation_between_measured_widths(fake):
     model = tiny_model()
     table = LatencyTable("tf", round_to=4, max_widths=3, clock=fake, repeats=2, warmup=0)

@@ -6,7 +6,7 @@ BatchNormalization and element-wise activations that only it feeds (TFLite and T
 them), or any other layer on its own; each layer's role comes from its handler in the layer registry
 (`LayerHandler.latency_role`). Each block is timed as a tiny model built from the layers'
 configs at an input width and an output width (multiples of `round_to`, every width a pruned model
-can have), minus the time of an empty model, in the runtime (`'tflite'`: the TFLite interpreter
+can have), minus the time of an empty model timed in alternation with it, in the runtime (`'tflite'`: the TFLite interpreter
 with XNNPACK; `'tf'`: a traced tf.function). Blocks with the same configuration and spatial shape
 share their measurements (a ResNet's repeated blocks are timed once). A model's prediction is the sum
 of its blocks at their widths (bilinear interpolation between measured widths) plus a fixed part,
@@ -21,7 +21,8 @@ predictions and the planner's cost model use the fit. `prune_filters(target_late
 each plan it makes the same way and adds it to the fit.
 
 Measurements are cached in a JSON file keyed by the CPU model, the runtime and its version, the
-thread count and the batch size; a table for another key is measured afresh in the same file.
+thread count, the batch size and how blocks were timed; a table for another key is measured afresh in
+the same file.
 
 Example:
     >>> table = LatencyTable(runtime="tflite", threads=1, batch_size=1, cache="latency.json")
@@ -262,11 +263,14 @@ class LatencyTable:
         self.cache = os.fspath(cache) if cache is not None else None
         self.clock, self.repeats, self.warmup, self.stat = clock or DEFAULT_CLOCK, repeats, warmup, stat
         self.max_widths, self.fold_bn, self.instances, self.verbose = max_widths, fold_bn, instances, verbose
+        # "empty_subtracted": tables timed before each block was paired with the empty model are not reused
         self.key = {"cpu": cpu_model(), "runtime": runtime, "version": runtime_version(runtime),
-                    "threads": self.threads, "batch_size": batch_size, "fold_bn": fold_bn}
+                    "threads": self.threads, "batch_size": batch_size, "fold_bn": fold_bn,
+                    "empty_subtracted": "paired"}
         self.points: dict[str, dict[str, float]] = {}
         self.models: dict[str, dict[str, Any]] = {}
-        self.empty_ms: float | None = None
+        self.empty_ms: float | None = None  # an empty model's call, as last timed beside a block
+        self._empty_run: Callable[[], Any] | None = None
         self.measured = 0  # tiny models timed by this object (not read from the cache)
         self._grids: dict[str, tuple] = {}
         self._fits: dict[str, tuple] = {}
@@ -353,20 +357,35 @@ class LatencyTable:
         run = timing.make_runner(self.runtime, self._deploy(model), x, self.threads, io=io)
         return timing.paired_median_ms([run], self.repeats, self.warmup, self.stat, self.clock)[0]
 
-    def _empty(self) -> float:
-        if self.empty_ms is None:
+    def _empty_runner(self) -> Callable[[], Any]:
+        """One call of an empty model (a ReLU on 8 values), kept for the table's lifetime: what a call
+        costs in the runtime whatever the model does."""
+        if self._empty_run is None:
             x = keras.Input((8,))
-            self.empty_ms = self.time_model(keras.Model(x, keras.layers.ReLU()(x), name="empty"), io=False)
-        return self.empty_ms
+            empty = keras.Model(x, keras.layers.ReLU()(x), name="empty")
+            self._empty_run = timing.make_runner(self.runtime, empty, timing.example_batch(empty, self.batch_size),
+                                                 self.threads, io=False)
+        return self._empty_run
 
     @staticmethod
     def _point(block: Block, wi: float, wo: float) -> str:
         return f"{int(wi)},{int(wo)}" if block.producer else f"-,{int(wo)}"
 
     def _measure_point(self, block: Block, wi: int, wo: int) -> float:
-        ms = max(self.time_model(block.tiny_model(wi, wo), io=False) - self._empty(), 0.0)
+        """A block's time at (wi, wo) minus an empty model's, timed in alternation with it: the call cost
+        subtracted is the one of the same moment (a cost measured once, e.g. while the runtime was
+        still warming up, would shift every point of the table)."""
+        tiny = block.tiny_model(wi, wo)
+        if len(tiny.inputs) != 1:
+            raise LatencyTableError(f"model {tiny.name!r} has {len(tiny.inputs)} inputs; latency tables time "
+                                    "single-input models. Fix: time it with tfprune.structured.timing.")
+        x = timing.example_batch(tiny, self.batch_size)
+        run = timing.make_runner(self.runtime, self._deploy(tiny), x, self.threads, io=False)
+        empty_ms, block_ms = timing.paired_median_ms([self._empty_runner(), run], self.repeats, self.warmup,
+                                                     self.stat, self.clock)
+        self.empty_ms = empty_ms
         self.measured += 1
-        return ms
+        return max(block_ms - empty_ms, 0.0)
 
     # ----- blocks of a model -----
     def blocks(self, model: keras.Model) -> tuple[list[Block], list[str]]:
