@@ -92,3 +92,14 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert replaced["latency_rows"] == merged["latency_rows"]
     assert replaced["settings"].startswith("latency part: ") and "; accuracy part: " in replaced["settings"]
     assert (tmp_path / "replaced.md").read_text().startswith("`full run` and `accuracy rerun` (")
+    # a later run of a few latency cells replaces those cells only
+    cell = dict(result["latency_rows"][0], fraction_aware=0.123)
+    (tmp_path / "cells.log").write_text(json.dumps(dict(latency_only, latency_rows=[cell], command="cells rerun"),
+                                                   default=float) + "\n")
+    cells = bench.main(["--from_log", f"{tmp_path / 'full.log'},{tmp_path / 'cells.log'}",
+                        "--markdown", str(tmp_path / "cells.md")])
+    assert [r.get("fraction_aware") for r in cells["latency_rows"]] == [0.123] + [
+        r.get("fraction_aware") for r in merged["latency_rows"][1:]]
+    assert cells["command"] == "full run` and `cells rerun"
+    assert cells["accuracy_rows"] == json.loads(json.dumps(result["accuracy_rows"], default=float))
+    assert cells["settings"].startswith("latency part 1 and accuracy part: ") and "; latency part 2: " in cells["settings"]

@@ -455,9 +455,11 @@ def parse_args(argv: Sequence[str] | None = None):
 def read_logs(paths: Sequence[str]) -> dict:
     """The result of one run, from the JSON line that each run printed last.
 
-    Several logs merge into one result: the latency part comes from the last log that has one and the
-    accuracy part from the last log that has one (a `--no-accuracy` and a `--no-latency` run give the
-    whole table; a later run of one part replaces that part of an earlier full run).
+    Several logs merge into one result: a latency row of a later log replaces the row of the same
+    model, runtime, batch and budget of an earlier one (a run of a few cells, e.g. `--models resnet56
+    --runtimes tf --batches 1`, updates those cells), and the accuracy part comes from the last log
+    that has one (a `--no-accuracy` and a `--no-latency` run give the whole table; a later run of one
+    part replaces that part of an earlier full run).
     """
     parts = []
     for path in paths:
@@ -468,14 +470,26 @@ def read_logs(paths: Sequence[str]) -> dict:
         parts.append(json.loads(lines[-1]))
     if len(parts) == 1:
         return parts[0]
-    latency = next((p for p in reversed(parts) if p["latency_rows"]), None)
+    rows: dict[tuple, dict] = {}
+    latency = []  # the logs whose latency rows are kept, in order
+    for part in parts:
+        for row in part["latency_rows"]:
+            rows[(row["model"], row["runtime"], row["batch"], row["budget"])] = row
+    for part in parts:
+        if any(r is row for row in part["latency_rows"] for r in rows.values()):
+            latency.append(part)
     accuracy = next((p for p in reversed(parts) if p["accuracy_rows"]), None)
-    used = [(name, p) for name, p in (("latency part", latency), ("accuracy part", accuracy)) if p is not None]
-    if len(used) == 2 and latency is accuracy:
-        used = [("both parts", latency)]
-    result = {"command": "` and `".join(p["command"] for _, p in used),
-              "settings": "; ".join(f"{name}: {p['settings']}" for name, p in used),
-              "latency_rows": latency["latency_rows"] if latency else [],
+    used: dict[int, tuple[dict, list[str]]] = {}  # each log used once, with the parts it gave
+    for n, part in enumerate(latency):
+        used.setdefault(id(part), (part, []))[1].append("latency part" if len(latency) == 1 else f"latency part {n + 1}")
+    if accuracy is not None:
+        used.setdefault(id(accuracy), (accuracy, []))[1].append("accuracy part")
+    names = {key: " and ".join(labels) for key, (_, labels) in used.items()}
+    if len(used) == 1 and names[next(iter(used))] == "latency part and accuracy part":
+        names = {key: "both parts" for key in names}
+    result = {"command": "` and `".join(p["command"] for p, _ in used.values()),
+              "settings": "; ".join(f"{names[key]}: {p['settings']}" for key, (p, _) in used.items()),
+              "latency_rows": list(rows.values()),
               "accuracy_rows": accuracy["accuracy_rows"] if accuracy else [],
               "searches": accuracy["searches"] if accuracy else [],
               "seeds": (accuracy or parts[0])["seeds"],

@@ -275,7 +275,8 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     plan again at a goal that `GoalSearch` corrects from what was measured (bracketing the budget
     between plans measured below and above it), until a plan measures within half the `tolerance` of
     the budget twice on average (the second time on fresh instances) or `attempts` plans were measured.
-    Returns the measured plan nearest the budget among those at most `1 + tolerance` of it; raises
+    A budget below the smallest plan the table predicts measures that plan before giving up. Returns
+    the measured plan nearest the budget among those at most `1 + tolerance` of it; raises
     `BudgetError` if every plan measured above that.
     """
     from tfprune.structured.cost import cost_model
@@ -283,7 +284,7 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
 
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"latency_tolerance must be in (0, 1) or None, received {tolerance!r}. Fix: e.g. 0.05.")
-    search, goal, floor_jumps = GoalSearch(fraction), fraction, 0
+    search, goal, floor_jumps, floor_key = GoalSearch(fraction), fraction, 0, None
     plans: dict[tuple, _MeasuredPlan] = {}
     smallest = None
     for _ in range(4 * attempts):
@@ -294,18 +295,19 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
         scores, decisions = _scored(graph, criterion)
         try:
             kept, info = budgeted_counts(graph, scores, cost, goal * original, max_pruning_ratio, round_to)
+            smallest, floor = info.smallest, info.smallest / original
         except BudgetError as err:
-            # below what the cost model can reach: plan the smallest widths, once (or twice after a refit),
-            # if they may be within the tolerance or the search got here from measured plans
-            near = err.smallest is not None and err.smallest <= fraction * original * (1 + tolerance)
-            if err.smallest is not None and floor_jumps < 2 and (plans or (near and not floor_jumps)):
-                floor_jumps += 1
-                goal = err.smallest / original * (1 + 1e-9)
-                continue
-            if not plans:
-                raise
-            break
-        smallest, floor = info.smallest, info.smallest / original
+            # below what the cost model can reach: measure the smallest widths, once (twice after a
+            # refit): a table that cannot resolve the widths' costs (TensorFlow at batch 1, where per-op
+            # costs dominate blocks timed alone) predicts a floor far above what the runtime does
+            if err.smallest is None or floor_jumps >= 2 or (floor_jumps and not plans):
+                if not plans:
+                    raise
+                break
+            floor_jumps += 1
+            kept = {g: int(kept_options(graph.groups[g], max_pruning_ratio, round_to)[0]) for g in scores}
+            smallest, floor = err.smallest, err.smallest / original
+            goal, floor_key = floor, tuple(sorted(kept.items()))
         key = tuple(sorted(kept.items()))
         plan = plans.get(key)
         if plan is not None:  # the same plan again: no new measurement, the goal moves on
@@ -329,7 +331,14 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     original = latency_table.predict(model)
     within = [p for p in plans.values() if p.measured <= fraction * (1 + tolerance)]
     if not within:
-        fastest = min(p.measured for p in plans.values())
+        fastest_key = min(plans, key=lambda k: plans[k].measured)
+        fastest = plans[fastest_key].measured
+        if fastest_key == floor_key:
+            raise BudgetError(
+                f"the latency budget {fraction} of the original is not reachable: the smallest reachable latency, "
+                f"measured on the smallest widths (max_pruning_ratio={max_pruning_ratio}, round_to={round_to}), is "
+                f"{fastest:.3f} of the original. Fix: ask for at least {fastest * (1 + tolerance / 2):.3f}, raise "
+                "max_pruning_ratio, or lower round_to.", smallest=fastest * original, original=original)
         raise BudgetError(
             f"could not meet the latency budget {fraction} of the original within {tolerance:.0%}: the fastest of "
             f"{len(plans)} measured plans runs at {fastest:.3f} of the original latency. "
