@@ -51,6 +51,14 @@ def test_strip_help_is_clean_unless_the_user_asks_for_logs():
     assert loud.returncode == 0 and NOISE.search(loud.stderr), loud.stderr
 
 
+def test_demo_help_lists_its_flags():
+    proc = _run("demo", "--help")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("`make demo`: train a small MNIST CNN")
+    for flag in ("--output_dir", "--dense_epochs", "--prune_epochs", "--qat_epochs", "--latency_repeats", "--data"):
+        assert flag in proc.stdout, proc.stdout
+
+
 @pytest.mark.slow
 def test_real_strip_run_prints_only_its_report(tmp_path):
     keras.utils.set_random_seed(3)

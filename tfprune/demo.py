@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -214,6 +215,12 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
+    """`tfprune-demo` / `python -m tfprune.demo`; `--help` lists the demo's flags (`--helpfull`: every flag)."""
+    if any(arg in ("-h", "-help", "--help") for arg in sys.argv[1:]):
+        # absl's --help lists the flags of the script that started Python, which is not this module
+        # when a console script imports it.
+        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.module_help(FLAGS.find_module_defining_flag("output_dir")))
+        sys.exit(0)
     app.run(main)
 
 
