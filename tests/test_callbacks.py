@@ -83,7 +83,8 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     # As `make demo` runs it (the `tfprune-demo` console script), TF_CPP_MIN_LOG_LEVEL unset: quiet to the end.
     result = subprocess.run(
-        _command("demo") + [f"--output_dir={out}", "--dense_epochs=1", "--prune_epochs=2", "--latency_repeats=20"],
+        _command("demo") + [f"--output_dir={out}", "--dense_epochs=1", "--prune_epochs=2", "--latency_repeats=20",
+                           "--batch_size=64"],
         capture_output=True, text=True, timeout=600, env=_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
