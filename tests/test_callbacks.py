@@ -90,7 +90,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == "" and not NOISE.search(result.stdout), (result.stderr + result.stdout)[-3000:]
     assert "dense accuracy" in result.stdout and "polynomial_80" in result.stdout
-    assert glob.glob(str(out / "checkpoints" / "polynomial_80" / "ckpt-02.keras"))
+    for run in ("contrib_hparams_50", "polynomial_80"):  # one per epoch, each written whole, then renamed
+        assert sorted(os.listdir(out / "checkpoints" / run)) == ["ckpt-01.keras", "ckpt-02.keras"]
     assert glob.glob(str(out / "logs" / "contrib_hparams_50" / "events.out.tfevents.*"))
     summary = [line for line in result.stdout.splitlines() if line.startswith("{")][-1]
     values = json.loads(summary)
@@ -183,3 +184,26 @@ def test_fit_that_pruned_does_not_warn():
         warnings.simplefilter("error", UserWarning)
         model = _short_fit(tfprune.ConstantSparsity(0.5, begin_step=0, frequency=1))
     assert all(row["sparsity"] == 0.5 for row in tfprune.sparsity_report(model))
+
+
+def test_demo_checkpoints_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from tfprune.demo import _AtomicCheckpoint
+
+    model = small_cnn()
+    checkpoint = _AtomicCheckpoint(str(tmp_path))
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0)
+    assert os.listdir(tmp_path) == ["ckpt-01.keras"]
+    reloaded = keras.models.load_model(tmp_path / "ckpt-01.keras")
+    for a, b in zip(reloaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    def save_then_fail(self, path, *args, **kwargs):  # the disk fills up half-way through the file
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a zip")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", save_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.on_epoch_end(1)
+    assert os.listdir(tmp_path) == ["ckpt-01.keras"]  # no ckpt-02.keras, no temporary file

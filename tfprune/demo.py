@@ -67,6 +67,18 @@ def _compile(model: keras.Model, learning_rate: float) -> None:
     )
 
 
+class _AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves `<directory>/ckpt-{epoch:02d}.keras` at the end of each epoch through a temporary name and a
+    rename, so that an interrupted demo never leaves a half-written checkpoint."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        write_model(self.model, os.path.join(self.directory, f"ckpt-{epoch + 1:02d}.keras"), "keras")
+
+
 def prune_run(name: str, dense: keras.Model, data: tuple, **prune_kwargs) -> dict:
     """Prunes a copy of `dense` while fine-tuning; returns accuracy and the sparsity table."""
     (x_train, y_train), (x_eval, y_eval) = data
@@ -78,7 +90,7 @@ def prune_run(name: str, dense: keras.Model, data: tuple, **prune_kwargs) -> dic
     callbacks = [
         tfprune.UpdatePruningStep(),
         tfprune.PruningSummaries(log_dir, update_freq=50),
-        keras.callbacks.ModelCheckpoint(os.path.join(checkpoint_dir, "ckpt-{epoch:02d}.keras")),
+        _AtomicCheckpoint(checkpoint_dir),
     ]
     print(f"\n== Pruning run '{name}' ({FLAGS.prune_epochs} epochs) ==", flush=True)
     pruned.fit(x_train, y_train, batch_size=FLAGS.batch_size, epochs=FLAGS.prune_epochs, verbose=2,
