@@ -162,6 +162,27 @@ def test_invalid_combinations():
         tfprune.prune_low_magnitude(small_cnn(), global_pruning=True, max_layer_sparsity=1.5)
 
 
+@pytest.mark.parametrize("hparams, named", [
+    ("target_sparsity=0.8,weight_sparsity_map=[conv:0.9]", "weight_sparsity_map=conv:0.9"),
+    ("target_sparsity=0.8,threshold_decay=0.9", "threshold_decay=0.9"),
+    ("target_sparsity=0.8,block_height=2,block_width=2", "block_height=2, block_width=2"),
+    ("target_sparsity=0.8,block_dims_map=[dense:2x1]", "block_dims_map=dense:2x1"),
+])
+def test_contrib_hparams_global_pruning_cannot_honour_are_refused(hparams, named):
+    with pytest.raises(ValueError, match=f"pruning_hparams {named} have no meaning there. Fix: drop them"):
+        tfprune.prune_low_magnitude(small_cnn(), pruning_hparams=hparams, global_pruning=True)
+
+
+def test_contrib_hparams_drive_the_global_schedule():
+    x, y = classification_data()
+    hparams = "target_sparsity=0.7,begin_pruning_step=0,sparsity_function_end_step=1,pruning_frequency=1"
+    pruned = tfprune.prune_low_magnitude(small_cnn(), pruning_hparams=hparams, global_pruning=True)
+    _fit(pruned, x, y, epochs=1)
+    rows = tfprune.sparsity_report(pruned)
+    assert sum(r["zeros"] for r in rows) == expected_zeros(sum(r["size"] for r in rows), 0.7)
+    assert len({round(r["sparsity"], 3) for r in rows}) > 1  # one threshold: the layers end differently
+
+
 def test_strip_after_global_pruning():
     x, y = classification_data()
     pruned = tfprune.prune_low_magnitude(small_cnn(), pruning_schedule=_schedule(0.8), global_pruning=True)

@@ -108,7 +108,7 @@ def prune_low_magnitude(
         params["_policy"] = pruning_policy
     is_global = bool(global_pruning) or max_layer_sparsity is not None
     if is_global:
-        validate_global(params["block_size"], params["sparsity_m_by_n"])
+        validate_global(params["block_size"], params["sparsity_m_by_n"], params["pruning_hparams"])
         params.update(global_pruning=True, max_layer_sparsity=validate_max_layer_sparsity(max_layer_sparsity))
     if isinstance(to_prune, (list, tuple)):
         result: Any = [item if _passes_through(item) else _prune_one(item, params) for item in to_prune]

@@ -105,12 +105,29 @@ def validate_max_layer_sparsity(value: Any) -> float | None:
     return value
 
 
-def validate_global(block_size: Any, sparsity_m_by_n: Any) -> None:
-    """Global pruning ranks single weights: no blocks, no M-by-N."""
+def validate_global(block_size: Any, sparsity_m_by_n: Any, pruning_hparams: Any = None) -> None:
+    """Global pruning ranks single weights against one threshold from one schedule: no blocks, no
+    M-by-N, and contrib hyper-parameters only where they mean the same (no per-weight sparsities, no
+    threshold smoothing, 1x1 blocks)."""
     if sparsity_m_by_n is not None or tuple(block_size) != (1, 1):
         raise ValueError(
             "`global_pruning` ranks single weights across layers; it cannot be combined with "
             "`block_size` or `sparsity_m_by_n`."
+        )
+    if pruning_hparams is None:
+        return
+    hp = pruning_hparams
+    ignored = [f"{name}={value}" for name, value, default in (
+        ("weight_sparsity_map", ",".join(e for e in hp.weight_sparsity_map if e), ""),
+        ("block_dims_map", ",".join(e for e in hp.block_dims_map if e), ""),
+        ("threshold_decay", hp.threshold_decay, 0.0),
+        ("block_height", hp.block_height, 1),
+        ("block_width", hp.block_width, 1)) if value != default]
+    if ignored:
+        raise ValueError(
+            f"`global_pruning` ranks every weight against one threshold on the schedule of `target_sparsity`; "
+            f"the pruning_hparams {', '.join(ignored)} have no meaning there. Fix: drop them from the "
+            "hyper-parameters, or prune per layer (global_pruning=False)."
         )
 
 
