@@ -216,3 +216,25 @@ def test_list_of_layers_with_contrib_hparams():
     for wrapper in wrapped:
         wrapper.build((None, 4))
     assert [w.weight_schedules[0].target_sparsity for w in wrapped] == [0.7, 0.2]
+
+
+def test_m_by_n_warns_about_a_layer_it_cannot_make_sparse():
+    """A first convolution on 1-channel images has groups of one weight along its input channels: 2:4
+    keeps it whole (as tfmot does), and says so; the layers it does prune are not mentioned."""
+    import warnings
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="stem")(inputs)
+    x = keras.layers.Conv2D(8, 3, name="body")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.Flatten()(x)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruned = tfprune.prune_low_magnitude(model, sparsity_m_by_n=(2, 4),
+                                             pruning_schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert len(messages) == 1 and "Layer 'stem': kernel has 1 input channel(s)" in messages[0], messages
+    assert "stays dense" in messages[0] and "Fix:" in messages[0]
+    pruned.get_layer("prune_low_magnitude_body").update_masks(0)
+    pruned.get_layer("prune_low_magnitude_stem").update_masks(0)
+    rows = {r["layer"]: r for r in tfprune.sparsity_report(pruned)}
+    assert rows["stem"]["sparsity"] == 0.0 and rows["body"]["sparsity"] == 0.5

@@ -13,6 +13,7 @@ Use `tfprune.prune_low_magnitude` rather than this class directly.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import keras
@@ -20,6 +21,7 @@ import tensorflow as tf
 
 from tfprune import layers as layer_registry
 from tfprune.hparams import PruningHParams, as_hparams
+from tfprune.masks import input_channel_axis
 from tfprune.mask_rules import LayerMaskRule, MaskRule
 from tfprune.schedules import ConstantSparsity, PruningSchedule, deserialize, serialize
 
@@ -103,6 +105,22 @@ def validate_max_layer_sparsity(value: Any) -> float | None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`max_layer_sparsity` must be in [0, 1]; received {value!r}.")
     return value
+
+
+def _warn_if_m_by_n_keeps_everything(layer_name: str, pairs: list, m_by_n: tuple[int, int]) -> None:
+    """Warns about weights whose M-by-N groups (along the input channels) are shorter than what a group
+    keeps: such a weight stays dense, as in tfmot, which would otherwise go unnoticed."""
+    m, n = m_by_n
+    for label, variable in pairs:
+        shape = tuple(variable.shape)
+        if not shape:
+            continue
+        length = shape[input_channel_axis(len(shape))]
+        if length <= n - m:
+            warnings.warn(
+                f"Layer '{layer_name}': {label} has {length} input channel(s), no more than the {n - m} that "
+                f"every group of sparsity_m_by_n={m_by_n} keeps, so it stays dense. Fix: leave the layer out of "
+                "pruning, or prune it without sparsity_m_by_n.", UserWarning, stacklevel=3)
 
 
 def validate_global(block_size: Any, sparsity_m_by_n: Any, pruning_hparams: Any = None) -> None:
@@ -226,6 +244,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             else:
                 self.layer.build(input_shape, **shapes) if shapes else self.layer.build(input_shape)
         pairs = layer_registry.prunable_weights(self.layer)
+        if self.sparsity_m_by_n:
+            _warn_if_m_by_n_keeps_everything(self.layer.name, pairs, self.sparsity_m_by_n)
         self.weight_labels = [label for label, _ in pairs]
         self.pruned_weights = [variable for _, variable in pairs]
         self.masks, self.thresholds = [], []
