@@ -6,8 +6,8 @@ BatchNormalization and element-wise activations that only it feeds (TFLite and T
 them), or any other layer on its own; each layer's role comes from its handler in the layer registry
 (`LayerHandler.latency_role`). Each block is timed as a tiny model built from the layers'
 configs at an input width and an output width (multiples of `round_to`, every width a pruned model
-can have), minus the time of an empty model timed in alternation with it, in the runtime (`'tflite'`: the TFLite interpreter
-with XNNPACK; `'tf'`: a traced tf.function). Blocks with the same configuration and spatial shape
+can have), minus the time of an empty model timed in alternation with it, in the runtime
+(`'tflite'`: the TFLite interpreter with XNNPACK; `'tf'`: a traced tf.function). Blocks with the same configuration and spatial shape
 share their measurements (a ResNet's repeated blocks are timed once). A model's prediction is the sum
 of its blocks at their widths (bilinear interpolation between measured widths) plus a fixed part,
 measured once per architecture: the full model's latency minus its blocks (per-call overhead, and
@@ -346,16 +346,19 @@ class LatencyTable:
             return fold_batchnorm(model)
         return model
 
-    def time_model(self, model: keras.Model, io: bool = True) -> float:
-        """Latency (ms, `stat` of `repeats` calls) of a single-input model in this table's runtime; with
-        `io=False` without copying the input in and the output out (how blocks are timed: inside a
-        model, a layer's input is already in place)."""
+    def _model_runner(self, model: keras.Model, io: bool = True) -> Callable[[], Any]:
         if len(model.inputs) != 1:
             raise LatencyTableError(f"model {model.name!r} has {len(model.inputs)} inputs; latency tables time "
                                     "single-input models. Fix: time it with tfprune.structured.timing.")
         x = timing.example_batch(model, self.batch_size)
-        run = timing.make_runner(self.runtime, self._deploy(model), x, self.threads, io=io)
-        return timing.paired_median_ms([run], self.repeats, self.warmup, self.stat, self.clock)[0]
+        return timing.make_runner(self.runtime, self._deploy(model), x, self.threads, io=io)
+
+    def time_model(self, model: keras.Model, io: bool = True) -> float:
+        """Latency (ms, `stat` of `repeats` calls) of a single-input model in this table's runtime; with
+        `io=False` without copying the input in and the output out (how blocks are timed: inside a
+        model, a layer's input is already in place)."""
+        return timing.paired_median_ms([self._model_runner(model, io)], self.repeats, self.warmup, self.stat,
+                                       self.clock)[0]
 
     def _empty_runner(self) -> Callable[[], Any]:
         """One call of an empty model (a ReLU on 8 values), kept for the table's lifetime: what a call
@@ -375,12 +378,7 @@ class LatencyTable:
         """A block's time at (wi, wo) minus an empty model's, timed in alternation with it: the call cost
         subtracted is the one of the same moment (a cost measured once, e.g. while the runtime was
         still warming up, would shift every point of the table)."""
-        tiny = block.tiny_model(wi, wo)
-        if len(tiny.inputs) != 1:
-            raise LatencyTableError(f"model {tiny.name!r} has {len(tiny.inputs)} inputs; latency tables time "
-                                    "single-input models. Fix: time it with tfprune.structured.timing.")
-        x = timing.example_batch(tiny, self.batch_size)
-        run = timing.make_runner(self.runtime, self._deploy(tiny), x, self.threads, io=False)
+        run = self._model_runner(block.tiny_model(wi, wo), io=False)
         empty_ms, block_ms = timing.paired_median_ms([self._empty_runner(), run], self.repeats, self.warmup,
                                                      self.stat, self.clock)
         self.empty_ms = empty_ms
