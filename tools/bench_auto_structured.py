@@ -470,26 +470,24 @@ def read_logs(paths: Sequence[str]) -> dict:
         parts.append(json.loads(lines[-1]))
     if len(parts) == 1:
         return parts[0]
-    rows: dict[tuple, dict] = {}
-    latency = []  # the logs whose latency rows are kept, in order
-    for part in parts:
+    rows: dict[tuple, tuple[int, dict]] = {}  # cell -> (index of the log it comes from, row)
+    for n, part in enumerate(parts):
         for row in part["latency_rows"]:
-            rows[(row["model"], row["runtime"], row["batch"], row["budget"])] = row
-    for part in parts:
-        if any(r is row for row in part["latency_rows"] for r in rows.values()):
-            latency.append(part)
-    accuracy = next((p for p in reversed(parts) if p["accuracy_rows"]), None)
-    used: dict[int, tuple[dict, list[str]]] = {}  # each log used once, with the parts it gave
-    for n, part in enumerate(latency):
-        used.setdefault(id(part), (part, []))[1].append("latency part" if len(latency) == 1 else f"latency part {n + 1}")
+            rows[(row["model"], row["runtime"], row["batch"], row["budget"])] = (n, row)
+    latency = sorted({n for n, _ in rows.values()})
+    accuracy = next((n for n in reversed(range(len(parts))) if parts[n]["accuracy_rows"]), None)
+    labels: dict[int, list[str]] = {}  # each log used once, with the parts it gave
+    for k, n in enumerate(latency):
+        labels.setdefault(n, []).append("latency part" if len(latency) == 1 else f"latency part {k + 1}")
     if accuracy is not None:
-        used.setdefault(id(accuracy), (accuracy, []))[1].append("accuracy part")
-    names = {key: " and ".join(labels) for key, (_, labels) in used.items()}
-    if len(used) == 1 and names[next(iter(used))] == "latency part and accuracy part":
-        names = {key: "both parts" for key in names}
-    result = {"command": "` and `".join(p["command"] for p, _ in used.values()),
-              "settings": "; ".join(f"{names[key]}: {p['settings']}" for key, (p, _) in used.items()),
-              "latency_rows": list(rows.values()),
+        labels.setdefault(accuracy, []).append("accuracy part")
+    names = {n: " and ".join(parts_given) for n, parts_given in sorted(labels.items())}
+    if len(names) == 1 and list(names.values()) == ["latency part and accuracy part"]:
+        names = {n: "both parts" for n in names}
+    accuracy = None if accuracy is None else parts[accuracy]
+    result = {"command": "` and `".join(parts[n]["command"] for n in names),
+              "settings": "; ".join(f"{name}: {parts[n]['settings']}" for n, name in names.items()),
+              "latency_rows": [row for _, row in rows.values()],
               "accuracy_rows": accuracy["accuracy_rows"] if accuracy else [],
               "searches": accuracy["searches"] if accuracy else [],
               "seeds": (accuracy or parts[0])["seeds"],
