@@ -125,6 +125,16 @@ class BudgetInfo:
     iterations: int = 0
 
 
+def smallest_counts(graph: Any, scores: dict[int, np.ndarray], max_pruning_ratio: float,
+                    round_to: int | None) -> dict[int, int]:
+    """The fewest channels every scored group may keep (`max_pruning_ratio`, `round_to`).
+
+    Example:
+        >>> smallest_counts(graph, scores, 0.9, 8)    # {group: kept channels}
+    """
+    return {g: int(kept_options(graph.groups[g], max_pruning_ratio, round_to)[0]) for g in sorted(scores)}
+
+
 def budgeted_counts(graph: Any, scores: dict[int, np.ndarray], cost: Any, target: float,
                     max_pruning_ratio: float = 0.9, round_to: int | None = None, iterations: int = 4,
                     resolution: int = 2000) -> tuple[dict[int, int], BudgetInfo]:
@@ -138,7 +148,7 @@ def budgeted_counts(graph: Any, scores: dict[int, np.ndarray], cost: Any, target
     ids = sorted(scores)
     options = {g: kept_options(graph.groups[g], max_pruning_ratio, round_to) for g in ids}
     values = {g: option_values(scores[g], options[g]) for g in ids}
-    smallest_kept = {g: int(options[g][0]) for g in ids}
+    smallest_kept = smallest_counts(graph, scores, max_pruning_ratio, round_to)
     smallest = cost.cost(smallest_kept)
     info = BudgetInfo(cost.kind, float(target), cost.full, cost.full, smallest)
     if smallest > target:
@@ -305,7 +315,7 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
                     raise
                 break
             floor_jumps += 1
-            kept = {g: int(kept_options(graph.groups[g], max_pruning_ratio, round_to)[0]) for g in scores}
+            kept = smallest_counts(graph, scores, max_pruning_ratio, round_to)
             smallest, floor = err.smallest, err.smallest / original
             goal, floor_key = floor, tuple(sorted(kept.items()))
         key = tuple(sorted(kept.items()))
