@@ -271,10 +271,79 @@ class _MeasuredPlan:
     removed: Any
     decisions: Any
     measurements: list
+    kept: dict
 
     @property
     def measured(self) -> float:
         return float(np.mean(self.measurements))
+
+
+class _Measurements:
+    """The plans `measured_plan` has built and timed, keyed by their kept counts."""
+
+    def __init__(self, model, graph, fraction, latency_table, max_pruning_ratio, round_to, rebuild, tolerance):
+        self.model, self.graph, self.fraction, self.table = model, graph, fraction, latency_table
+        self.max_pruning_ratio, self.round_to = max_pruning_ratio, round_to
+        self.rebuild, self.tolerance = rebuild, tolerance
+        self.plans: dict[tuple, _MeasuredPlan] = {}
+        self.settled = False  # a plan measured within half the tolerance, twice
+
+    def measure(self, kept: dict[int, int], scores, decisions) -> _MeasuredPlan:
+        """Build and time the plan `kept` (once more on fresh instances if it lands within half the
+        tolerance: one measurement can be off by the spread between instances)."""
+        pruned, removed, decisions = _build(self.model, self.graph, scores, decisions, kept, self.max_pruning_ratio,
+                                            self.round_to, self.rebuild)
+        plan = _MeasuredPlan(pruned, removed, decisions, self.table.compare(self.model, [pruned]), dict(kept))
+        self.plans[tuple(sorted(kept.items()))] = plan
+        if self._close(plan):
+            plan.measurements += self.table.compare(self.model, [pruned])
+            self.settled = self._close(plan)
+        return plan
+
+    def _close(self, plan: _MeasuredPlan) -> bool:
+        return abs(plan.measured / self.fraction - 1) <= self.tolerance / 2
+
+
+BISECTION_ATTEMPTS = 4  # plans the search by MACs may add to `attempts`
+
+
+def _search_by_macs(runs: _Measurements, criterion: Any, attempts: int) -> None:
+    """Where the latency table cannot find a plan near the budget (it hardly tells widths apart, as
+    TensorFlow's at batch 1 does), search by measurement over MAC budgets instead: each candidate is
+    the plan that keeps the most importance under a MAC budget, and the MAC budget moves between the
+    measured plans that bracket the latency budget most tightly (the unpruned model measures 1 by
+    definition), to where the measured latencies interpolate linearly, or halfway when the last plan
+    landed on the same side as the one before (latency is not linear in MACs, and interpolation
+    alone creeps up from one side), until a plan lands within half the tolerance or `attempts` plans
+    were measured."""
+    from tfprune.structured.cost import macs_cost
+
+    macs = macs_cost(runs.graph)
+    fraction, sides = runs.fraction, []
+    while not runs.settled and len(runs.plans) < attempts:
+        below = [p for p in runs.plans.values() if p.measured < fraction]
+        above = [p for p in runs.plans.values() if p.measured >= fraction]
+        if not below:
+            return
+        low = max(below, key=lambda p: p.measured)
+        low_macs, high_macs, high = macs.cost(low.kept) / macs.full, 1.0, 1.0
+        if above:
+            nearest = min(above, key=lambda p: p.measured)
+            high_macs, high = macs.cost(nearest.kept) / macs.full, nearest.measured
+        t = (fraction - low.measured) / (high - low.measured) if high > low.measured else 0.5
+        if len(sides) >= 2 and sides[-1] == sides[-2]:
+            t = 0.5
+        scores, decisions = _scored(runs.graph, criterion)
+        for step in (min(max(t, 0.05), 0.95), 0.5):
+            goal = low_macs + step * (high_macs - low_macs)
+            kept, _ = budgeted_counts(runs.graph, scores, macs, goal * macs.full, runs.max_pruning_ratio,
+                                      runs.round_to)
+            if tuple(sorted(kept.items())) not in runs.plans:
+                break
+        else:
+            return  # no new plan between the two: nothing is left to try
+        plan = runs.measure(kept, scores, decisions)
+        sides.append(plan.measured < fraction)
 
 
 def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, latency_table: Any,
@@ -285,9 +354,11 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     plan again at a goal that `GoalSearch` corrects from what was measured (bracketing the budget
     between plans measured below and above it), until a plan measures within half the `tolerance` of
     the budget twice on average (the second time on fresh instances) or `attempts` plans were measured.
-    A budget below the smallest plan the table predicts measures that plan before giving up. Returns
-    the measured plan nearest the budget among those at most `1 + tolerance` of it; raises
-    `BudgetError` if every plan measured above that.
+    A budget below the smallest plan the table predicts measures that plan before giving up. When the
+    goals stop giving new plans before one lands near the budget (the table cannot tell the widths
+    apart), the remaining attempts and `BISECTION_ATTEMPTS` more search over MAC budgets between the
+    measured plans that bracket the latency budget (`_search_by_macs`). Returns the measured plan nearest the budget among those at most
+    `1 + tolerance` of it; raises `BudgetError` if every plan measured above that.
     """
     from tfprune.structured.cost import cost_model
     from tfprune.structured.goal_search import GoalSearch, MeasuredPoint
@@ -295,8 +366,9 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"latency_tolerance must be in (0, 1) or None, received {tolerance!r}. Fix: e.g. 0.05.")
     search, goal, floor_jumps, floor_key = GoalSearch(fraction), fraction, 0, None
-    plans: dict[tuple, _MeasuredPlan] = {}
-    smallest = None
+    runs = _Measurements(model, graph, fraction, latency_table, max_pruning_ratio, round_to, rebuild, tolerance)
+    plans = runs.plans
+    smallest = scores = None
     for _ in range(4 * attempts):
         if len(plans) >= attempts:
             break
@@ -327,17 +399,14 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
                 break
             goal = moved
             continue
-        pruned, removed, decisions = _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to,
-                                            rebuild)
-        plan = plans[key] = _MeasuredPlan(pruned, removed, decisions, latency_table.compare(model, [pruned]))
-        if abs(plan.measured / fraction - 1) <= tolerance / 2:
-            # one measurement can be off by the spread between instances: confirm on fresh ones
-            plan.measurements += latency_table.compare(model, [pruned])
-            if abs(plan.measured / fraction - 1) <= tolerance / 2:
-                break
+        runs.measure(kept, scores, decisions)
+        if runs.settled:
+            break
         original = latency_table.predict(model)  # the table was refitted with the new measurement
         points = [MeasuredPoint(latency_table.predict(p.pruned) / original, p.measured) for p in plans.values()]
         goal = search.measured(points, floor, goal)
+    if not runs.settled and plans:
+        _search_by_macs(runs, criterion, attempts + BISECTION_ATTEMPTS)
     original = latency_table.predict(model)
     within = [p for p in plans.values() if p.measured <= fraction * (1 + tolerance)]
     if not within:
