@@ -12,7 +12,8 @@ A budget (--target_macs, --target_params or --target_latency: a fraction of the 
 --target_latency measures the model's blocks in --runtime (cached in --latency_table), plans with
 them, then times each plan against the original and plans again until the measured latency is
 within --latency_tolerance of the budget (--latency_check predict skips that); an unreachable
-budget is an error that says the smallest reachable cost.
+budget is an error that says the smallest reachable cost. --remove_blocks lets the plan remove whole
+residual branches too (TensorFlow at batch 1 pays per operator, whatever its width).
 
 With --layer_norm exact (the default), LayerNormalization over pruned channels becomes
 tfprune.structured.PrunedLayerNormalization: load the output after `import tfprune`.
@@ -66,6 +67,9 @@ def define_flags() -> flags.FlagValues:
                        flag_values=fv)
     flags.DEFINE_float("target_latency", None, "Budget: fraction of the original latency in --runtime, in (0, 1] "
                        "(needs --latency_table).", flag_values=fv)
+    flags.DEFINE_boolean("remove_blocks", False, "With a budget: the plan may also remove whole residual branches "
+                         "(the Add keeps its shortcut), for runtimes with a fixed cost per operator (--runtime tf "
+                         "at batch 1). Fine-tune the output.", flag_values=fv)
     flags.DEFINE_enum("runtime", "tflite", ["tflite", "tf"], "Where --target_latency is measured: the TFLite "
                       "interpreter (XNNPACK) or TensorFlow.", flag_values=fv)
     flags.DEFINE_string("latency_table", None, "JSON cache of latency measurements (created or updated).",
@@ -126,6 +130,8 @@ def check_arguments(fv: flags.FlagValues) -> None:
         value = fv[name].value
         if not 0 < value <= 1:
             raise UsageError(f"--{name} must be a fraction in (0, 1], received {value}. Fix: e.g. --{name} 0.5")
+    if fv.remove_blocks and not targets:
+        raise UsageError("--remove_blocks needs a budget. Fix: add --target_latency, --target_macs or --target_params.")
     if targets and fv.global_pruning:
         raise UsageError("--global_pruning cannot be combined with a budget. Fix: drop --global_pruning.")
     if fv.target_latency is not None and not fv.latency_table:
@@ -204,6 +210,7 @@ def main(fv: flags.FlagValues) -> int:
             target_macs=fv.target_macs, target_params=fv.target_params, target_latency=fv.target_latency,
             latency_table=table,
             latency_tolerance=fv.latency_tolerance if fv.latency_check == "measure" else None,
+            remove_blocks=fv.remove_blocks,
         )
     except (ValueError, TypeError) as err:
         raise Failure(f"could not prune {fv.model!r}: {_first_line(err)}") from None

@@ -46,6 +46,7 @@ from tfprune.structured.pruner import prune_filters, rebuild
 from tfprune.structured.report import PruningReport
 from tfprune.structured.slimming import BNSparsity, bn_l1_penalty, gamma_summary, remove_bn_sparsity
 from tfprune.structured.soft import SoftFilterPruning, zero_units
+from tfprune.structured.blocks import ResidualBranch, residual_branches
 from tfprune.structured.budget import BudgetError, knapsack
 from tfprune.structured.latency import LatencyTable, LatencyTableError
 from tfprune.structured.plans import Plan
@@ -55,6 +56,8 @@ from tfprune.structured.sensitivity import SensitivityResult, sensitivity
 
 __all__ = [
     "ActivationImportance",
+    "ResidualBranch",
+    "residual_branches",
     "record_activations",
     "BudgetError",
     "LatencyTable",

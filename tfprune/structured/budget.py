@@ -125,20 +125,39 @@ class BudgetInfo:
     iterations: int = 0
 
 
+def group_options(graph: Any, scores: dict[int, np.ndarray], max_pruning_ratio: float, round_to: int | None,
+                  branches: Sequence[Any] = ()) -> dict[int, np.ndarray]:
+    """The kept counts each scored group may have (ascending): `kept_options`, and 0 for the group of
+    a removable residual branch in `branches` (0 kept channels removes the branch).
+
+    Example:
+        >>> group_options(graph, scores, 0.9, 8)       # {group: array([8, 16])}
+    """
+    removable = {b.group for b in branches}
+    options = {}
+    for g in sorted(scores):
+        allowed = kept_options(graph.groups[g], max_pruning_ratio, round_to)
+        options[g] = np.concatenate([[0], allowed]).astype(np.int64) if g in removable else allowed
+    return options
+
+
 def smallest_counts(graph: Any, scores: dict[int, np.ndarray], max_pruning_ratio: float,
-                    round_to: int | None) -> dict[int, int]:
-    """The fewest channels every scored group may keep (`max_pruning_ratio`, `round_to`).
+                    round_to: int | None, branches: Sequence[Any] = ()) -> dict[int, int]:
+    """The fewest channels every scored group may keep (`max_pruning_ratio`, `round_to`; 0 for the
+    groups of removable residual `branches`).
 
     Example:
         >>> smallest_counts(graph, scores, 0.9, 8)    # {group: kept channels}
     """
-    return {g: int(kept_options(graph.groups[g], max_pruning_ratio, round_to)[0]) for g in sorted(scores)}
+    return {g: int(o[0]) for g, o in group_options(graph, scores, max_pruning_ratio, round_to, branches).items()}
 
 
 def budgeted_counts(graph: Any, scores: dict[int, np.ndarray], cost: Any, target: float,
                     max_pruning_ratio: float = 0.9, round_to: int | None = None, iterations: int = 4,
-                    resolution: int = 2000) -> tuple[dict[int, int], BudgetInfo]:
-    """Kept channel count per scored group so that `cost.cost(kept) <= target` with the most value.
+                    resolution: int = 2000, branches: Sequence[Any] = ()) -> tuple[dict[int, int], BudgetInfo]:
+    """Kept channel count per scored group so that `cost.cost(kept) <= target` with the most value;
+    with `branches` (removable residual branches, `structured.blocks`), a branch's group may keep 0
+    channels, which removes the branch (worth none of its importance, costing none of its layers).
 
     Raises `BudgetError` (saying the smallest reachable cost) if even the smallest widths cost more.
 
@@ -146,17 +165,22 @@ def budgeted_counts(graph: Any, scores: dict[int, np.ndarray], cost: Any, target
         >>> kept, info = budgeted_counts(graph, scores, macs_cost(graph), 0.5 * macs_cost(graph).full)
     """
     ids = sorted(scores)
-    options = {g: kept_options(graph.groups[g], max_pruning_ratio, round_to) for g in ids}
+    branches = [b for b in branches if b.group in scores]
+    if branches:
+        cost.allow_removal(branches)
+    options = group_options(graph, scores, max_pruning_ratio, round_to, branches)
     values = {g: option_values(scores[g], options[g]) for g in ids}
-    smallest_kept = smallest_counts(graph, scores, max_pruning_ratio, round_to)
+    smallest_kept = {g: int(options[g][0]) for g in ids}
     smallest = cost.cost(smallest_kept)
     info = BudgetInfo(cost.kind, float(target), cost.full, cost.full, smallest)
     if smallest > target:
         raise BudgetError(
             f"the {cost.kind} budget {target:,.6g} ({target / cost.full:.3f} of {cost.full:,.6g}) is not reachable: "
             f"the smallest reachable {cost.kind} is {smallest:,.6g} ({smallest / cost.full:.3f} of the original) with "
-            f"max_pruning_ratio={max_pruning_ratio}, round_to={round_to} and the frozen/ignored layers. "
-            f"Fix: ask for at least {smallest / cost.full:.3f}, or raise max_pruning_ratio.",
+            f"max_pruning_ratio={max_pruning_ratio}, round_to={round_to}"
+            f"{', every removable residual branch removed' if branches else ''} and the frozen/ignored layers. "
+            f"Fix: ask for at least {smallest / cost.full:.3f}, or raise max_pruning_ratio"
+            f"{'' if branches else ' (or allow remove_blocks=True on a residual network)'}.",
             smallest=smallest, original=cost.full)
     full_kept = {g: int(options[g][-1]) for g in ids}
     if cost.cost(full_kept) <= target:
@@ -208,17 +232,17 @@ def budgeted_counts(graph: Any, scores: dict[int, np.ndarray], cost: Any, target
 
 def budgeted_plan(model: Any, graph: Any, criterion: Any, kind: str, fraction: float, latency_table: Any,
                   max_pruning_ratio: float, round_to: int | None, rebuild: Any, attempts: int = 6,
-                  tolerance: float | None = None):
+                  tolerance: float | None = None, branches: Sequence[Any] = ()):
     """Plan, rebuild and check a budget on the real pruned model: (pruned, removed, decisions, budget dict).
 
     The cost model is exact for MACs of plain groups; where it is not (parameters of unusual layers,
     groups split over layers, interpolated latencies), the budget is tightened by the overshoot and
     planned again, so the returned model always meets it. A latency budget with a `tolerance` is
-    checked by measurement instead (`measured_plan`).
+    checked by measurement instead (`measured_plan`). `branches`: residual branches the plan may remove.
     """
     if kind == "latency" and tolerance is not None:
         return measured_plan(model, graph, criterion, fraction, latency_table, max_pruning_ratio, round_to,
-                             rebuild, tolerance, attempts)
+                             rebuild, tolerance, attempts, branches)
     from tfprune.structured.cost import cost_model, exact_cost
 
     cost = cost_model(kind, graph, latency_table)
@@ -227,9 +251,9 @@ def budgeted_plan(model: Any, graph: Any, criterion: Any, kind: str, fraction: f
     goal = target
     for attempt in range(attempts):
         scores, decisions = _scored(graph, criterion)
-        kept, info = budgeted_counts(graph, scores, cost, goal, max_pruning_ratio, round_to)
+        kept, info = budgeted_counts(graph, scores, cost, goal, max_pruning_ratio, round_to, branches=branches)
         pruned, removed, decisions = _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to,
-                                            rebuild)
+                                            rebuild, branches)
         actual = exact_cost(kind, pruned, latency_table)
         if actual <= target * (1 + 1e-9):
             break
@@ -255,14 +279,21 @@ def _scored(graph: Any, criterion: Any):
     return score_groups(graph, criterion)
 
 
-def _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to, rebuild):
+def _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to, rebuild, branches=()):
     from tfprune.structured.planner import apply_counts
 
-    counts = {g: len(graph.groups[g].units) - k for g, k in kept.items()}
+    gone = [b for b in branches if kept.get(b.group) == 0]
+    gone_groups = {b.group for b in gone}
+    counts = {g: len(graph.groups[g].units) - k for g, k in kept.items() if g not in gone_groups}
     removed, decisions = apply_counts(graph, scores, counts, decisions, max_pruning_ratio, round_to)
     for d in decisions:
         d.requested_ratio = counts.get(d.group.index, 0) / d.total if d.total else 0.0
-    return rebuild(model, graph, removed), removed, decisions
+    for b in gone:
+        d = decisions[b.group]
+        d.requested_ratio, d.removed, d.status = 1.0, d.total, "removed"
+        d.reason = f"residual branch removed ({b.add} passes its shortcut on)"
+    pruned = rebuild(model, graph, removed, gone) if gone else rebuild(model, graph, removed)
+    return pruned, removed, decisions
 
 
 @dataclasses.dataclass
@@ -281,10 +312,11 @@ class _MeasuredPlan:
 class _Measurements:
     """The plans `measured_plan` has built and timed, keyed by their kept counts."""
 
-    def __init__(self, model, graph, fraction, latency_table, max_pruning_ratio, round_to, rebuild, tolerance):
+    def __init__(self, model, graph, fraction, latency_table, max_pruning_ratio, round_to, rebuild, tolerance,
+                 branches):
         self.model, self.graph, self.fraction, self.table = model, graph, fraction, latency_table
         self.max_pruning_ratio, self.round_to = max_pruning_ratio, round_to
-        self.rebuild, self.tolerance = rebuild, tolerance
+        self.rebuild, self.tolerance, self.branches = rebuild, tolerance, branches
         self.plans: dict[tuple, _MeasuredPlan] = {}
         self.settled = False  # a plan measured within half the tolerance, twice
 
@@ -292,7 +324,7 @@ class _Measurements:
         """Build and time the plan `kept` (once more on fresh instances if it lands within half the
         tolerance: one measurement can be off by the spread between instances)."""
         pruned, removed, decisions = _build(self.model, self.graph, scores, decisions, kept, self.max_pruning_ratio,
-                                            self.round_to, self.rebuild)
+                                            self.round_to, self.rebuild, self.branches)
         plan = _MeasuredPlan(pruned, removed, decisions, self.table.compare(self.model, [pruned]), dict(kept))
         self.plans[tuple(sorted(kept.items()))] = plan
         if self._close(plan):
@@ -304,21 +336,63 @@ class _Measurements:
         return abs(plan.measured / self.fraction - 1) <= self.tolerance / 2
 
 
-BISECTION_ATTEMPTS = 4  # plans the search by MACs may add to `attempts`
+def fit_per_operator(plans: Sequence[Any], cost: Any, original_ms: float, branches: Sequence[Any]) -> float:
+    """What each operator of a removed residual branch saves beyond the cost model's estimate (ms, >= 0):
+    the least-squares slope of (measured - estimated) latency over the removed operators of the
+    measured `plans` (objects with `kept` and `measured`, the fraction of `original_ms`); 0 until
+    plans with two different numbers of removed operators were measured.
+
+    Example:
+        >>> fit_per_operator(plans, table.cost_model(graph).allow_removal(branches), original_ms, branches)
+    """
+    operators = {b.group: b.operators for b in branches}
+    rows = [(sum(operators[g] for g, k in p.kept.items() if k == 0 and g in operators),
+             p.measured * original_ms - cost.cost(p.kept)) for p in plans]
+    if len({x for x, _ in rows}) < 2:
+        return 0.0
+    x = np.array([r[0] for r in rows], dtype=float)
+    y = np.array([r[1] for r in rows], dtype=float)
+    (_, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(x), -x], axis=1), y, rcond=None)
+    return max(float(slope), 0.0)
 
 
-def _search_by_macs(runs: _Measurements, criterion: Any, attempts: int) -> None:
-    """Where the latency table cannot find a plan near the budget (it hardly tells widths apart, as
-    TensorFlow's at batch 1 does), search by measurement over MAC budgets instead: each candidate is
-    the plan that keeps the most importance under a MAC budget, and the MAC budget moves between the
-    measured plans that bracket the latency budget most tightly (the unpruned model measures 1 by
-    definition), to where the measured latencies interpolate linearly, or halfway when the last plan
-    landed on the same side as the one before (latency is not linear in MACs, and interpolation
-    alone creeps up from one side), until a plan lands within half the tolerance or `attempts` plans
-    were measured."""
-    from tfprune.structured.cost import macs_cost
+BISECTION_ATTEMPTS = 4  # plans the search between measured plans may add to `attempts`
 
-    macs = macs_cost(runs.graph)
+
+def between_plans(low: dict[int, int], high: dict[int, int], t: float,
+                  options: dict[int, np.ndarray]) -> dict[int, int]:
+    """The plan a fraction `t` of the way from plan `low` to plan `high`: the path between them moves
+    one group by one allowed count (`options[group]`) at a time, each group's moves spread evenly
+    along it, and the plan at `t` has made the first `round(t * moves)` of them.
+
+    Example:
+        >>> options = {0: np.array([8, 16, 24, 32]), 1: np.array([8, 16])}
+        >>> between_plans({0: 8, 1: 8}, {0: 32, 1: 16}, 0.5, options)    # 2 of 4 moves: {0: 24, 1: 8}
+    """
+    moves = []  # (position along the path, group, index of the count moved to)
+    for g in sorted(low):
+        allowed = np.asarray(options[g])
+        start, end = (int(np.argmin(np.abs(allowed - k))) for k in (low[g], high[g]))
+        steps, direction = abs(end - start), (1 if end > start else -1)
+        moves += [((i + 0.5) / steps, g, start + direction * (i + 1)) for i in range(steps)]
+    moves.sort()
+    kept = dict(low)
+    for _, g, index in moves[: int(round(min(max(t, 0.0), 1.0) * len(moves)))]:
+        kept[g] = int(options[g][index])
+    return kept
+
+
+def _search_between(runs: _Measurements, criterion: Any, attempts: int, surrogate: Any) -> None:
+    """Where the goals stopped giving new plans before one landed near the budget (a table that
+    hardly tells widths apart, as TensorFlow's at batch 1), search by measurement between the
+    measured plans that bracket the budget most tightly (the unpruned model measures 1 by
+    definition), at the point where their measured latencies interpolate linearly, or halfway when
+    the last plan landed on the same side as the one before (latency is not linear, and
+    interpolation alone creeps up from one side). The candidate is the plan that keeps the most
+    importance under the cost of `surrogate()` (a CostModel) that far between theirs; when no new
+    plan comes out, the plan that far along the path between the two (`between_plans`). Until a plan
+    lands within half the tolerance or `attempts` plans were measured."""
+    graph = runs.graph
     fraction, sides = runs.fraction, []
     while not runs.settled and len(runs.plans) < attempts:
         below = [p for p in runs.plans.values() if p.measured < fraction]
@@ -326,21 +400,30 @@ def _search_by_macs(runs: _Measurements, criterion: Any, attempts: int) -> None:
         if not below:
             return
         low = max(below, key=lambda p: p.measured)
-        low_macs, high_macs, high = macs.cost(low.kept) / macs.full, 1.0, 1.0
+        scores, decisions = _scored(graph, criterion)
+        options = group_options(graph, scores, runs.max_pruning_ratio, runs.round_to, runs.branches)
+        high_kept, high = {g: int(o[-1]) for g, o in options.items()}, 1.0
         if above:
             nearest = min(above, key=lambda p: p.measured)
-            high_macs, high = macs.cost(nearest.kept) / macs.full, nearest.measured
+            high_kept, high = nearest.kept, nearest.measured
         t = (fraction - low.measured) / (high - low.measured) if high > low.measured else 0.5
         if len(sides) >= 2 and sides[-1] == sides[-2]:
             t = 0.5
-        scores, decisions = _scored(runs.graph, criterion)
-        for step in (min(max(t, 0.05), 0.95), 0.5):
-            goal = low_macs + step * (high_macs - low_macs)
-            kept, _ = budgeted_counts(runs.graph, scores, macs, goal * macs.full, runs.max_pruning_ratio,
-                                      runs.round_to)
-            if tuple(sorted(kept.items())) not in runs.plans:
-                break
-        else:
+        cost = surrogate()
+        low_cost, high_cost = cost.cost(low.kept), cost.cost(high_kept)
+
+        def candidates(t=min(max(t, 0.05), 0.95)):
+            for step in (t, 0.5):
+                try:
+                    yield budgeted_counts(graph, scores, cost, low_cost + step * (high_cost - low_cost),
+                                          runs.max_pruning_ratio, runs.round_to, branches=runs.branches)[0]
+                except BudgetError:
+                    continue
+            for step in (t, 0.5):
+                yield between_plans(low.kept, high_kept, step, options)
+
+        kept = next((k for k in candidates() if tuple(sorted(k.items())) not in runs.plans and k != high_kept), None)
+        if kept is None:
             return  # no new plan between the two: nothing is left to try
         plan = runs.measure(kept, scores, decisions)
         sides.append(plan.measured < fraction)
@@ -348,17 +431,18 @@ def _search_by_macs(runs: _Measurements, criterion: Any, attempts: int) -> None:
 
 def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, latency_table: Any,
                   max_pruning_ratio: float, round_to: int | None, rebuild: Any, tolerance: float,
-                  attempts: int = 6):
+                  attempts: int = 6, branches: Sequence[Any] = ()):
     """A latency budget met by measurement: plan with the table's (calibrated) cost model, measure the
     pruned model against the original (`LatencyTable.compare`, which adds it to the table's fit), and
     plan again at a goal that `GoalSearch` corrects from what was measured (bracketing the budget
     between plans measured below and above it), until a plan measures within half the `tolerance` of
     the budget twice on average (the second time on fresh instances) or `attempts` plans were measured.
-    A budget below the smallest plan the table predicts measures that plan before giving up. When the
-    goals stop giving new plans before one lands near the budget (the table cannot tell the widths
-    apart), the remaining attempts and `BISECTION_ATTEMPTS` more search over MAC budgets between the
-    measured plans that bracket the latency budget (`_search_by_macs`). Returns the measured plan nearest the budget among those at most
-    `1 + tolerance` of it; raises `BudgetError` if every plan measured above that.
+    A budget below the smallest plan the table predicts measures that plan before giving up. With
+    removable residual `branches`, the cost model adds a per-operator cost fitted to the measured
+    plans (`fit_per_operator`). When the goals stop giving new plans before one lands near the budget,
+    the remaining attempts and `BISECTION_ATTEMPTS` more search between the measured plans that
+    bracket the budget (`_search_between`). Returns the measured plan nearest the budget among those
+    at most `1 + tolerance` of it; raises `BudgetError` if every plan measured above that.
     """
     from tfprune.structured.cost import cost_model
     from tfprune.structured.goal_search import GoalSearch, MeasuredPoint
@@ -366,17 +450,33 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"latency_tolerance must be in (0, 1) or None, received {tolerance!r}. Fix: e.g. 0.05.")
     search, goal, floor_jumps, floor_key = GoalSearch(fraction), fraction, 0, None
-    runs = _Measurements(model, graph, fraction, latency_table, max_pruning_ratio, round_to, rebuild, tolerance)
+    runs = _Measurements(model, graph, fraction, latency_table, max_pruning_ratio, round_to, rebuild, tolerance,
+                         branches)
     plans = runs.plans
     smallest = scores = None
+
+    def latency_cost():
+        """The table's cost model; with removable branches, plus the per-operator cost fitted to the
+        plans measured so far (blocks timed alone do not show what removing operators saves)."""
+        if not branches:
+            return cost_model("latency", graph, latency_table)
+        base = cost_model("latency", graph, latency_table).allow_removal(branches)
+        per_operator = fit_per_operator(list(plans.values()), base, latency_table.predict(model), branches)
+        return cost_model("latency", graph, latency_table).allow_removal(branches, per_operator)
+
+    def predicted(plan, cost):
+        """A measured plan's predicted latency (ms) under the current cost model."""
+        return cost.cost(plan.kept) if branches else latency_table.predict(plan.pruned)
+
     for _ in range(4 * attempts):
         if len(plans) >= attempts:
             break
-        cost = cost_model("latency", graph, latency_table)
+        cost = latency_cost()
         original = latency_table.predict(model)
         scores, decisions = _scored(graph, criterion)
         try:
-            kept, info = budgeted_counts(graph, scores, cost, goal * original, max_pruning_ratio, round_to)
+            kept, info = budgeted_counts(graph, scores, cost, goal * original, max_pruning_ratio, round_to,
+                                         branches=branches)
             smallest, floor = info.smallest, info.smallest / original
         except BudgetError as err:
             # below what the cost model can reach: measure the smallest widths, once (twice after a
@@ -387,13 +487,13 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
                     raise
                 break
             floor_jumps += 1
-            kept = smallest_counts(graph, scores, max_pruning_ratio, round_to)
+            kept = smallest_counts(graph, scores, max_pruning_ratio, round_to, branches)
             smallest, floor = err.smallest, err.smallest / original
             goal, floor_key = floor, tuple(sorted(kept.items()))
         key = tuple(sorted(kept.items()))
         plan = plans.get(key)
         if plan is not None:  # the same plan again: no new measurement, the goal moves on
-            point = MeasuredPoint(latency_table.predict(plan.pruned) / original, plan.measured)
+            point = MeasuredPoint(predicted(plan, cost) / original, plan.measured)
             moved = search.repeated(point, floor, goal)
             if moved is None:
                 break
@@ -403,10 +503,16 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
         if runs.settled:
             break
         original = latency_table.predict(model)  # the table was refitted with the new measurement
-        points = [MeasuredPoint(latency_table.predict(p.pruned) / original, p.measured) for p in plans.values()]
+        cost = latency_cost()
+        points = [MeasuredPoint(predicted(p, cost) / original, p.measured) for p in plans.values()]
         goal = search.measured(points, floor, goal)
     if not runs.settled and plans:
-        _search_by_macs(runs, criterion, attempts + BISECTION_ATTEMPTS)
+        from tfprune.structured.cost import macs_cost
+
+        # with removable branches, the per-operator-corrected latency model; else MACs, which a table
+        # that cannot tell widths apart does not follow but the runtime does, roughly
+        surrogate = latency_cost if branches else (lambda: macs_cost(graph))
+        _search_between(runs, criterion, attempts + BISECTION_ATTEMPTS, surrogate)
     original = latency_table.predict(model)
     within = [p for p in plans.values() if p.measured <= fraction * (1 + tolerance)]
     if not within:
@@ -417,7 +523,9 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
                 f"the latency budget {fraction} of the original is not reachable: the smallest reachable latency, "
                 f"measured on the smallest widths (max_pruning_ratio={max_pruning_ratio}, round_to={round_to}), is "
                 f"{fastest:.3f} of the original. Fix: ask for at least {fastest * (1 + tolerance / 2):.3f}, raise "
-                "max_pruning_ratio, or lower round_to.", smallest=fastest * original, original=original)
+                "max_pruning_ratio, or lower round_to"
+                + ("." if branches else " (or allow remove_blocks=True on a residual network: operators cost "
+                   "time whatever their width)."), smallest=fastest * original, original=original)
         raise BudgetError(
             f"could not meet the latency budget {fraction} of the original within {tolerance:.0%}: the fastest of "
             f"{len(plans)} measured plans runs at {fastest:.3f} of the original latency. "
@@ -425,7 +533,7 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
             smallest=fastest * original, original=original)
     best = min(within, key=lambda p: abs(p.measured / fraction - 1))
     budget = {"kind": "latency", "target": fraction, "budgeted": fraction * original,
-              "predicted": latency_table.predict(best.pruned), "measured": best.measured * original,
+              "predicted": predicted(best, latency_cost()), "measured": best.measured * original,
               "measured_fraction": best.measured, "measurements": len(best.measurements),
               "tolerance": tolerance, "attempts": len(plans), "original": original, "smallest": smallest,
               "unit": "ms"}

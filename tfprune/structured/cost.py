@@ -68,6 +68,7 @@ class Term:
     out_key: Any
     fn: Callable[[float, float], float]
     name: str = ""
+    layers: tuple[str, ...] = ()  # the layers whose cost it is (a residual branch's removal drops them)
 
 
 class CostModel:
@@ -85,25 +86,59 @@ class CostModel:
         for i, term in enumerate(terms):
             for g in self.widths.groups_of(term.in_key) | self.widths.groups_of(term.out_key):
                 self.by_group.setdefault(g, []).append(i)
+        self.removal: dict[int, set[int]] = {}  # group -> terms that vanish when it keeps 0 channels
         self.constant = 0.0
         self.constant = float(total) - self.cost({})
         self.full = float(total)
 
+    def allow_removal(self, branches: Any, per_operator: float = 0.0) -> "CostModel":
+        """Count a residual branch (`structured.blocks.ResidualBranch`) as removed when its group keeps
+        0 channels: the terms of its layers and of its Add cost nothing then. `per_operator` adds what
+        each of the branch's operators costs beyond its terms (a runtime's fixed cost per operator,
+        which blocks timed alone do not show) as a term of the branch, part of the model's cost until
+        the branch is removed. A branch already allowed is left as it is.
+
+        Example:
+            >>> cost = macs_cost(graph).allow_removal(residual_branches(graph))
+        """
+        for branch in branches:
+            if branch.group in self.removal:
+                continue
+            names = set(branch.layers) | {branch.add}
+            terms = {i for i, t in enumerate(self.terms) if t.layers and set(t.layers) <= names}
+            if per_operator > 0 and branch.operators:
+                key = next(k for k, share in self.widths.share.items() if branch.group in share)
+                extra = per_operator * branch.operators
+                terms.add(len(self.terms))
+                self.terms.append(Term(key, key, lambda wi, wo, extra=extra: extra, f"{branch.add} operators",
+                                       tuple(names)))
+                self.constant -= extra  # the full model's cost stays what it was
+            self.removal[branch.group] = terms
+            self.by_group[branch.group] = sorted(set(self.by_group.get(branch.group, [])) | terms)
+        return self
+
+    def _gone(self, kept: dict[int, int]) -> set[int]:
+        return {i for g, terms in self.removal.items() if kept.get(g) == 0 for i in terms}
+
     def _term(self, term: Term, kept: dict[int, int]) -> float:
         return term.fn(self.widths.width(term.in_key, kept), self.widths.width(term.out_key, kept))
 
+    def _sum(self, indices: Any, kept: dict[int, int]) -> float:
+        gone = self._gone(kept) if self.removal else ()
+        return sum(self._term(self.terms[i], kept) for i in indices if i not in gone)
+
     def cost(self, kept: dict[int, int]) -> float:
-        """Estimated cost when group g keeps `kept[g]` channels (groups not named keep all)."""
-        return self.constant + sum(self._term(t, kept) for t in self.terms)
+        """Estimated cost when group g keeps `kept[g]` channels (groups not named keep all; 0 kept
+        channels of a group `allow_removal` knows removes its residual branch)."""
+        return self.constant + self._sum(range(len(self.terms)), kept)
 
     def deltas(self, kept: dict[int, int], group: int, options: np.ndarray) -> np.ndarray:
         """Change of the cost when `group` moves from `kept[group]` to each option, others fixed."""
-        terms = [self.terms[i] for i in self.by_group.get(group, [])]
-        base = sum(self._term(t, kept) for t in terms)
+        indices = self.by_group.get(group, [])
+        base = self._sum(indices, kept)
         out = np.empty(len(options))
         for j, k in enumerate(options.tolist()):
-            trial = {**kept, group: int(k)}
-            out[j] = sum(self._term(t, trial) for t in terms) - base
+            out[j] = self._sum(indices, {**kept, group: int(k)}) - base
         return out
 
 
@@ -149,7 +184,7 @@ def macs_cost(graph: Any) -> CostModel:
         else:
             def fn(wi, wo, m0=macs0, wo0=wo0):
                 return m0 * _ratio(wo, wo0)
-        terms.append(Term(call.inputs[0], call.outputs[0], fn, call.layer.name))
+        terms.append(Term(call.inputs[0], call.outputs[0], fn, call.layer.name, (call.layer.name,)))
     return CostModel("macs", graph, terms, analysis.count_macs(graph.model), "MACs")
 
 
@@ -185,7 +220,8 @@ def params_cost(graph: Any) -> CostModel:
         seen.add(id(layer))
         shapes = [tuple(int(d) for d in w.shape) for w in layer.weights]
         wi0, wo0 = call.input_shapes[0][-1] or 1, call.output_shapes[0][-1] or 1
-        terms.append(Term(call.inputs[0], call.outputs[0], _weight_term(shapes, wi0, wo0), layer.name))
+        terms.append(Term(call.inputs[0], call.outputs[0], _weight_term(shapes, wi0, wo0), layer.name,
+                          (layer.name,)))
     return CostModel("params", graph, terms, analysis.count_params(graph.model), "parameters")
 
 

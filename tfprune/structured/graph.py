@@ -134,7 +134,7 @@ class DependencyGraph:
         self.unsupported: list[tuple[str, str]] = []
         self.nested_inputs: dict[int, list[list[Hashable]]] = {}
         calls, input_keys, output_keys = flatten_model(model, self.nested_inputs)
-        self.calls = calls
+        self.calls, self.output_keys = calls, list(output_keys)
         graph_inputs = model.inputs
         for key, tensor in zip(input_keys, graph_inputs):
             self.values[key] = self.fresh(_channels(tuple(tensor.shape)), reason="model input")

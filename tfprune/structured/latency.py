@@ -578,7 +578,8 @@ class LatencyTable:
             def fn(wi, wo, block=block, sig=sig):
                 return scale * (self._lookup(block, wi, wo, sig=sig) or 0.0)
 
-            terms.append(Term(block.in_key, block.out_key, fn, block.name))
+            terms.append(Term(block.in_key, block.out_key, fn, block.name,
+                              tuple(call.layer.name for call in block.calls)))
         return CostModel("latency", graph, terms, self.predict(graph.model), "ms")
 
     # ----- whole models, measured -----

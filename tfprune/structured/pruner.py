@@ -8,11 +8,13 @@ as `.keras` and loads without custom objects. It is not compiled.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+import warnings
+from typing import Any, Iterable, Sequence
 
 import keras
 import numpy as np
 
+from tfprune.structured.blocks import ResidualBranch, removal_call_function, residual_branches
 from tfprune.structured.graph import DependencyGraph
 from tfprune.structured.importance import Importance, get_importance
 from tfprune.structured.planner import apply_counts, plan, score_groups
@@ -32,8 +34,10 @@ def _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict) ->
             raise ValueError(f"pruning_ratio_dict[{key!r}] must be in [0, 1), received {value!r}.")
 
 
-def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> keras.Model:
-    """A copy of `model` without the channel units marked in `removed` (a mask over unit roots).
+def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray,
+            branches: Sequence[ResidualBranch] = ()) -> keras.Model:
+    """A copy of `model` without the channel units marked in `removed` (a mask over unit roots) and
+    without the residual `branches` (`structured.blocks`; their Add layers pass the shortcut on).
 
     Example:
         >>> graph = DependencyGraph(model)
@@ -87,10 +91,13 @@ def rebuild(model: keras.Model, graph: DependencyGraph, removed: np.ndarray) -> 
     else:
         inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name)
                   for t in model.inputs]
-        new_model = keras.models.clone_model(model, input_tensors=_pack(model, inputs), clone_function=clone_layer)
+        extra = {"call_function": removal_call_function(list(branches))} if branches else {}
+        new_model = keras.models.clone_model(model, input_tensors=_pack(model, inputs), clone_function=clone_layer,
+                                             **extra)
+    gone = {name for b in branches for name in b.layers}
     for layer in iter_layers(model):
         new = new_layers.get(id(layer))
-        if new is None or new is layer or not layer.weights:
+        if new is None or new is layer or not layer.weights or layer.name in gone:
             continue
         weights = layer.get_weights()
         rec = changed.get(id(layer))
@@ -163,6 +170,7 @@ def prune_filters(
     latency_table: Any = None,
     latency_tolerance: float | None = 0.05,
     plan: Any = None,
+    remove_blocks: bool = False,
 ) -> tuple[keras.Model, PruningReport]:
     """Remove whole filters/channels from a Keras model; return (smaller model, report).
 
@@ -201,6 +209,12 @@ def prune_filters(
             measurement; the prediction is at most the budget).
         plan: apply a per-group plan instead: a `structured.Plan` (from `search_ratios`), or
             {producer layer name: kept channel count (int) or ratio to remove (float)}.
+        remove_blocks: with a budget, the planner may also remove whole residual branches
+            (`structured.blocks`: `Add([shortcut, branch(x)])` becomes the shortcut) by keeping 0
+            channels of the group inside one; for runtimes that pay a fixed cost per operator
+            (TensorFlow at batch 1), where narrow layers barely get faster. The removed branch's
+            output is dropped, biases included: fine-tune afterwards. `report.removed_blocks` names
+            the Add layers of the removed branches.
 
     The model's inputs and outputs keep their shapes; layers the dependency graph does not
     understand keep their channels (see `report.unsupported`).
@@ -211,11 +225,17 @@ def prune_filters(
         >>> print(report)
         >>> pruned.save("resnet50_pruned.keras")
         >>> half, report = prune_filters(model, target_macs=0.5, round_to=8)   # half the MACs
+        >>> fast, report = prune_filters(model, target_latency=0.3, latency_table=table, remove_blocks=True)
     """
     _validate(pruning_ratio, max_pruning_ratio, round_to, pruning_ratio_dict)
     targets = {kind: value for kind, value in (("macs", target_macs), ("params", target_params),
                                                ("latency", target_latency)) if value is not None}
     _validate_targets(targets, latency_table, plan, global_pruning, pruning_ratio_dict)
+    if not isinstance(remove_blocks, bool):
+        raise ValueError(f"remove_blocks must be True or False, received {remove_blocks!r}.")
+    if remove_blocks and not targets:
+        raise ValueError("remove_blocks=True needs a budget: the planner decides which residual branches to "
+                         "remove. Fix: pass target_latency=, target_macs= or target_params=.")
     if latency_tolerance is not None and (isinstance(latency_tolerance, bool) or not isinstance(
             latency_tolerance, (int, float)) or not 0 < latency_tolerance < 1):
         raise ValueError(f"latency_tolerance must be a fraction in (0, 1) or None, received {latency_tolerance!r}. "
@@ -225,13 +245,20 @@ def prune_filters(
     graph = DependencyGraph(model, ignored_layers=ignored_layers, layer_norm=layer_norm, attention=attention)
     criterion.prepare(model, example_inputs)
     budget = None
+    branches = []
+    if remove_blocks:
+        branches = residual_branches(graph)
+        if not branches:
+            warnings.warn(f"remove_blocks=True: model {model.name!r} has no removable residual branch (an Add of a "
+                          "shortcut and a branch with one channel group of its own); only channels are pruned.",
+                          stacklevel=2)
     if targets:
         from tfprune.structured.budget import budgeted_plan
 
         (kind, fraction), = targets.items()
         pruned, removed, decisions, budget = budgeted_plan(
             model, graph, criterion, kind, fraction, latency_table, max_pruning_ratio, round_to, rebuild,
-            tolerance=latency_tolerance)
+            tolerance=latency_tolerance, branches=branches)
     else:
         if plan is not None:
             from tfprune.structured.plans import plan_counts
@@ -247,8 +274,9 @@ def prune_filters(
                 pruning_ratio_dict=pruning_ratio_dict, max_pruning_ratio=max_pruning_ratio, round_to=round_to,
             )
         pruned = rebuild(model, graph, removed)
+    gone = [b for b in branches if decisions[b.group].status == "removed"]
     report = make_report(model, pruned, graph, removed, decisions, criterion, global_pruning,
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, gone)
     report.budget = budget
     return pruned, report
 
@@ -276,9 +304,19 @@ def _validate_targets(targets: dict, latency_table: Any, plan_: Any, global_prun
 
 
 def make_report(model: keras.Model, pruned: keras.Model, graph: DependencyGraph, removed: np.ndarray,
-                decisions: list, criterion: Any, global_pruning: bool, seconds: float) -> PruningReport:
-    """The PruningReport of `pruned`, rebuilt from `model` without the units marked in `removed`."""
+                decisions: list, criterion: Any, global_pruning: bool, seconds: float,
+                removed_branches: Sequence[ResidualBranch] = ()) -> PruningReport:
+    """The PruningReport of `pruned`, rebuilt from `model` without the units marked in `removed` and
+    without `removed_branches`."""
     from tfprune import analysis
+
+    layers = _layer_reports(graph, removed, decisions)
+    gone = {name: b.add for b in removed_branches for name in b.layers}
+    for entry in layers:
+        if entry.name in gone:
+            entry.channels_after, entry.achieved_ratio = 0, 1.0
+            entry.kept_indices = np.zeros(0, np.int64)
+            entry.note = f"removed with its residual branch ({gone[entry.name]} passes its shortcut on)"
 
     groups = [
         GroupReport(
@@ -290,10 +328,10 @@ def make_report(model: keras.Model, pruned: keras.Model, graph: DependencyGraph,
     ]
     return PruningReport(
         model_name=model.name, importance=getattr(criterion, "name", type(criterion).__name__),
-        global_pruning=global_pruning, layers=_layer_reports(graph, removed, decisions), groups=groups,
+        global_pruning=global_pruning, layers=layers, groups=groups,
         unsupported=list(graph.unsupported), params_before=analysis.count_params(model),
         params_after=analysis.count_params(pruned), macs_before=_macs(analysis, model),
-        macs_after=_macs(analysis, pruned), seconds=seconds,
+        macs_after=_macs(analysis, pruned), seconds=seconds, removed_blocks=[b.add for b in removed_branches],
     )
 
 

@@ -84,6 +84,7 @@ class PruningReport:
     macs_after: int
     seconds: float
     budget: dict | None = None  # budgeted pruning: kind, target fraction, budgeted and predicted cost
+    removed_blocks: list[str] = dataclasses.field(default_factory=list)  # Add layers of removed residual branches
 
     def layer(self, name: str) -> LayerReport:
         for entry in self.layers:
@@ -105,6 +106,7 @@ class PruningReport:
             "groups": [g.to_dict() for g in self.groups],
             "unsupported": [{"layer": n, "reason": r} for n, r in self.unsupported],
             "budget": self.budget,
+            "removed_blocks": list(self.removed_blocks),
         }
 
     def __str__(self) -> str:
@@ -137,6 +139,9 @@ class PruningReport:
                 f"original {b['original']:,.6g}, smallest reachable {b['smallest']:,.6g}"
                 + (f"; measured {b['measured_fraction']:.3f} of the original (tolerance {b['tolerance']:.0%}, "
                    f"{b['attempts']} measured plan(s))" if "measured_fraction" in b else ""))
+        if self.removed_blocks:
+            parts.append(f"Removed residual branches ({len(self.removed_blocks)}; each Add passes its shortcut on): "
+                         + ", ".join(self.removed_blocks))
         parts += ["", _table(layer_rows), "", _table(group_rows)]
         if self.unsupported:
             parts += ["", "Layers the dependency graph does not understand (their channels are kept):"]
