@@ -3,7 +3,9 @@
 Latency part: ResNet-56 (32x32) and MobileNetV2 (224x224), random weights, at latency budgets 0.5 and
 0.3 of the original, in each runtime configuration (TFLite 1 thread, TensorFlow with all cores) at
 batch 1 and 32. For each cell a `LatencyTable` is measured (cached in `--latency_cache`), then:
-  * latency-aware: `prune_filters(model, target_latency=budget, latency_table=table, round_to=8)`;
+  * latency-aware: `prune_filters(model, target_latency=budget, latency_table=table, round_to=8)`; where
+    channels alone cannot reach the budget (TensorFlow's fixed cost per operator), again with
+    `remove_blocks=True` (whole residual branches may go);
   * uniform L1 at the ratio whose MACs match the latency-aware plan's (bisection on the ratio);
 and the original and both pruned models are timed end to end (BatchNormalization folded, medians of
 alternating calls). Columns: measured latency / original against the budget, the table's prediction
@@ -145,20 +147,32 @@ def latency_part(args) -> list[dict]:
                           "validation_error_calibrated": [p / m - 1 for p, m in zip(calibrated, measured)]}
                 for budget in args.budgets:
                     plan_start = time.perf_counter()
+                    channel_floor = None
                     try:
                         aware, aware_report = prune_filters(model, target_latency=budget, latency_table=table,
                                                             round_to=8, latency_tolerance=LATENCY_TOLERANCE)
-                    except BudgetError as err:  # below the smallest reachable latency: say so, go on
-                        rows.append({**common, "budget": budget, "unreachable": True,
-                                     "smallest_fraction": err.smallest / err.original, "reason": str(err),
-                                     "aware_met": False, "uniform_met": False})
-                        print(f"  {name} {label} b{batch} budget {budget}: unreachable "
-                              f"(smallest {err.smallest / err.original:.3f})", file=sys.stderr, flush=True)
-                        continue
+                    except BudgetError as err:
+                        channel_floor = err.smallest / err.original
+                        print(f"  {name} {label} b{batch} budget {budget}: channels alone reach "
+                              f"{channel_floor:.3f}; with residual blocks removed:", file=sys.stderr, flush=True)
+                    if channel_floor is not None:
+                        try:  # below what channels reach: residual blocks may go too
+                            aware, aware_report = prune_filters(model, target_latency=budget, latency_table=table,
+                                                                round_to=8, latency_tolerance=LATENCY_TOLERANCE,
+                                                                remove_blocks=True)
+                        except BudgetError as err:  # below the smallest reachable latency: say so, go on
+                            rows.append({**common, "budget": budget, "unreachable": True,
+                                         "smallest_fraction": err.smallest / err.original, "reason": str(err),
+                                         "channel_floor": channel_floor, "aware_met": False, "uniform_met": False})
+                            print(f"  {name} {label} b{batch} budget {budget}: unreachable "
+                                  f"(smallest {err.smallest / err.original:.3f})", file=sys.stderr, flush=True)
+                            continue
                     plan_seconds = time.perf_counter() - plan_start
                     ratio, uniform, uniform_report = ratio_matching(
                         model, lambda p, r: r.macs_after, aware_report.macs_after)
                     predicted = [table.predict(m) / table.predict(model) for m in (aware, uniform)]
+                    if aware_report.removed_blocks:  # a new architecture: the planner's per-operator estimate
+                        predicted[0] = aware_report.budget["predicted"] / aware_report.budget["original"]
                     # a fresh measurement, independent of the planner's: new instances of all three models
                     final = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch,
                                          repeats=repeats, round_to=8)
@@ -171,7 +185,8 @@ def latency_part(args) -> list[dict]:
                            "prediction_error_aware": predicted[0] / fraction_aware - 1,
                            "prediction_error_uniform": predicted[1] / fraction_uniform - 1,
                            "macs_fraction_aware": aware_report.macs_after / macs,
-                           "macs_fraction_uniform": uniform_report.macs_after / macs, "uniform_ratio": ratio}
+                           "macs_fraction_uniform": uniform_report.macs_after / macs, "uniform_ratio": ratio,
+                           "blocks_removed": len(aware_report.removed_blocks), "channel_floor": channel_floor}
                     row["aware_met"] = abs(fraction_aware / budget - 1) <= LATENCY_TOLERANCE
                     row["uniform_met"] = abs(fraction_uniform / budget - 1) <= LATENCY_TOLERANCE
                     rows.append(row)
@@ -255,8 +270,9 @@ def latency_table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
             out.append((r["model"], r["runtime"], str(r["batch"]), f"{r['budget']:.2f}", "-", why, "-", "-", "-",
                         "NO / no"))
             continue
+        removed = f"; {r['blocks_removed']} blocks removed" if r.get("blocks_removed") else ""
         out.append((r["model"], r["runtime"], str(r["batch"]), f"{r['budget']:.2f}", f"{r['ms_original']:.2f}",
-                    f"{r['fraction_aware']:.3f} ({r['macs_fraction_aware']:.3f})", str(r["attempts"]),
+                    f"{r['fraction_aware']:.3f} ({r['macs_fraction_aware']:.3f}{removed})", str(r["attempts"]),
                     f"{r['fraction_uniform']:.3f}",
                     f"{r['prediction_error_aware']:+.1%}, {r['prediction_error_uniform']:+.1%}",
                     f"{'yes' if r['aware_met'] else 'NO'} / {'yes' if r['uniform_met'] else 'no'}"))
@@ -343,6 +359,11 @@ def verdicts(latency_rows: list[dict], summary: list[dict], searches: list[dict]
                 lines.append(f"{r['model']} {r['runtime']} b{r['batch']}: budget {r['budget']} is below the smallest "
                              f"reachable latency ({r['smallest_fraction']:.3f} of the original with round_to=8 and "
                              "max_pruning_ratio=0.9: narrow layers do not get proportionally faster), not met")
+        for r in latency_rows:
+            if r.get("blocks_removed"):
+                lines.append(f"{r['model']} {r['runtime']} b{r['batch']}: budget {r['budget']} is below what channels "
+                             f"alone reach ({r['channel_floor']:.3f}); with {r['blocks_removed']} residual blocks "
+                             f"removed (remove_blocks=True) the plan measures {r['fraction_aware']:.3f}")
         uniform_met = sum(r["uniform_met"] for r in measured)
         lines.append(f"latency-aware within {LATENCY_TOLERANCE:.0%} in {len(measured) - len(missed)} of "
                      f"{len(latency_rows)} cells; uniform L1 at the same MACs in {uniform_met} of {len(measured)}")
