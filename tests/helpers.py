@@ -1,5 +1,9 @@
 """Small model builders shared by tests."""
 
+import os
+import re
+import sys
+
 import keras
 import numpy as np
 
@@ -105,3 +109,24 @@ def install_fake_runtime(monkeypatch, make_runner) -> None:
     monkeypatch.setattr(timing, "prepare", lambda runtime, model: model)
     monkeypatch.setattr(timing, "make_runners", lambda runtime, model, x, threads=None, count=1, io=True:
                         [make_runner(runtime, model, x, threads, io) for _ in range(count)])
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# TensorFlow's C++ start-up lines and Python warnings: a console script's output must not contain them
+NOISE = re.compile(r"cudart_stub|cpu_feature_guard|oneDNN|cuInit|absl::InitializeLog|port\.cc|"
+                   r"Warning:|DeprecationWarning|FutureWarning|^[IWE]\d{4} ", re.M)
+
+
+def console_env(**extra) -> dict:
+    """The environment of a user's shell for a console-script subprocess: no log-level or warning
+    settings of the test run, this checkout importable."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS", "TF_USE_LEGACY_KERAS")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def console_command(name: str) -> list:
+    """The argv that runs console script `name` as its entry point does."""
+    return [sys.executable, "-c", f"import sys; from tfprune_launcher import {name}; sys.exit({name}())"]

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import tfprune
 from tests.helpers import classification_data, small_cnn
-from tests.test_quiet_cli import NOISE, _command, _env
+from tests.helpers import NOISE, console_command, console_env
 from tests.tflite_int8 import WEIGHT_OPS, int8_kernels
 from tfprune.interpreter import make_interpreter
 
@@ -83,9 +83,9 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     # As `make demo` runs it (the `tfprune-demo` console script), TF_CPP_MIN_LOG_LEVEL unset: quiet to the end.
     result = subprocess.run(
-        _command("demo") + [f"--output_dir={out}", "--dense_epochs=1", "--prune_epochs=2", "--latency_repeats=20",
-                           "--batch_size=64"],
-        capture_output=True, text=True, timeout=600, env=_env(),
+        console_command("demo") + [f"--output_dir={out}", "--dense_epochs=1", "--prune_epochs=2",
+                                   "--latency_repeats=20", "--batch_size=64"],
+        capture_output=True, text=True, timeout=600, env=console_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == "" and not NOISE.search(result.stdout), (result.stderr + result.stdout)[-3000:]

@@ -6,7 +6,6 @@ import <command>`), with `TF_CPP_MIN_LOG_LEVEL` removed from the environment as 
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -16,23 +15,10 @@ import pytest
 
 import tfprune
 import tfprune_launcher
-from tests.helpers import classification_data, small_cnn
+from tests.helpers import NOISE, classification_data, console_command, console_env, small_cnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOISE = re.compile(r"cudart_stub|cpu_feature_guard|oneDNN|cuInit|absl::InitializeLog|port\.cc|"
-                   r"Warning:|DeprecationWarning|FutureWarning|^[IWE]\d{4} ", re.M)
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS", "TF_USE_LEGACY_KERAS")}
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
-def _command(name):
-    return [sys.executable, "-c", f"import sys; from tfprune_launcher import {name}; sys.exit({name}())"]
+_env, _command = console_env, console_command
 
 
 def _run(name, *args, **env):

@@ -413,3 +413,18 @@ def test_measured_budget_crosses_a_flat_stretch(flat_fake, slope, budget, band, 
     assert report.budget["measured_fraction"] == pytest.approx(real, rel=1e-6)
     assert abs(real / budget - 1) <= band
     assert report.budget["measurements"] == measurements
+
+
+def test_a_measured_budget_scores_the_channels_once(fused_fake):
+    """Every plan of a measured budget ranks the same model's channels: the importance criterion is
+    asked once per group, however many plans are built."""
+    from tfprune.structured import get_importance
+
+    criterion = get_importance("l1")
+    calls = []
+    original = criterion.group_scores
+    criterion.group_scores = lambda graph, group, cache: calls.append(group.index) or original(graph, group, cache)
+    model = resnet_cifar(8)
+    table = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0)
+    _, report = prune_filters(model, target_latency=0.5, latency_table=table, round_to=8, importance=criterion)
+    assert report.budget["attempts"] >= 2 and len(calls) == len(set(calls))

@@ -154,3 +154,46 @@ def test_search_under_a_latency_budget(model, score, monkeypatch):
                                   generations=2, recalibrate_bn=X, calibration_steps=1, verbose=0)
     full = table.predict(model)
     assert all(e["cost"] <= 0.6 * full + 1e-9 for e in history) and plan.kind == "latency"
+
+
+def test_a_measured_latency_check_skips_candidates_that_run_over_the_budget(model, score, monkeypatch):
+    """The search budgets by the table's prediction; with `latency_tolerance` its best candidates are
+    measured, and one that runs over the budget (here: the runtime is slower on the top-scored plan's
+    widths than the table says) gives way to the next best that does not."""
+    from tfprune.structured import BudgetError, LatencyTable
+
+    now, slow = [0.0], {}
+
+    def widths(m):
+        return tuple(m.get_layer(name).filters for name in ("fragile", "robust"))
+
+    def make_runner(runtime, m, x, threads=None, io=True):
+        seconds = 1e-9 * analysis.count_macs(m)
+        if len(m.layers) > 4 and widths(m) in slow:  # a whole model with the penalised widths
+            seconds *= slow[widths(m)]
+        return lambda: now.__setitem__(0, now[0] + seconds)
+
+    install_fake_runtime(monkeypatch, make_runner)
+    table = LatencyTable("tflite", round_to=None, clock=lambda: now[0], repeats=1, warmup=0, max_widths=4,
+                         instances=1)
+    settings = dict(budget_kind="latency", latency_table=table, population=4, generations=2, recalibrate_bn=X,
+                    calibration_steps=1, verbose=0)
+    trusted, history = search_ratios(model, score, 0.6, **settings)
+    checked, _ = search_ratios(model, score, 0.6, latency_tolerance=0.05, **settings)
+    assert checked.kept == trusted.kept and trusted.measured is None  # the runtime follows the table here
+    assert checked.measured == pytest.approx(checked.cost / table.predict(model), rel=1e-6)
+    assert checked.measured <= 0.6 * 1.05 and "measured" in str(checked)
+    top = prune_filters(model, plan=trusted)[0]
+    slow[widths(top)] = 2.0
+    moved, _ = search_ratios(model, score, 0.6, latency_tolerance=0.05, **settings)
+    assert moved.kept != trusted.kept and moved.measured <= 0.6 * 1.05
+    ranked = sorted(history, key=lambda e: (-e["score"], e["cost"]))
+    assert moved.score == ranked[1]["score"]  # the next best by score
+    for entry in ranked[:3]:  # every measured candidate runs over: an error with the measurements
+        slow[widths(prune_filters(model, plan=Plan(entry["kept"]))[0])] = 2.0
+    with pytest.raises(BudgetError, match="none of the 3 best candidates measures within 5%"):
+        search_ratios(model, score, 0.6, latency_tolerance=0.05, measured_candidates=3, **settings)
+    with pytest.raises(ValueError, match="latency_tolerance checks a latency budget"):
+        search_ratios(model, score, 0.6, latency_tolerance=0.05, population=4, generations=2, verbose=0)
+    with pytest.raises(ValueError, match="latency_tolerance must be a fraction"):
+        search_ratios(model, score, 0.6, latency_tolerance=2.0, **settings)

@@ -170,9 +170,10 @@ def latency_part(args) -> list[dict]:
                     plan_seconds = time.perf_counter() - plan_start
                     ratio, uniform, uniform_report = ratio_matching(
                         model, lambda p, r: r.macs_after, aware_report.macs_after)
-                    predicted = [table.predict(m) / table.predict(model) for m in (aware, uniform)]
-                    if aware_report.removed_blocks:  # a new architecture: the planner's per-operator estimate
-                        predicted[0] = aware_report.budget["predicted"] / aware_report.budget["original"]
+                    predicted = [table.predict(m) / table.predict(model) if m is uniform or not
+                                 aware_report.removed_blocks  # another architecture: the planner's estimate
+                                 else aware_report.budget["predicted"] / aware_report.budget["original"]
+                                 for m in (aware, uniform)]
                     # a fresh measurement, independent of the planner's: new instances of all three models
                     final = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch,
                                          repeats=repeats, round_to=8)

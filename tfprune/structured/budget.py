@@ -274,9 +274,15 @@ def budgeted_plan(model: Any, graph: Any, criterion: Any, kind: str, fraction: f
 
 
 def _scored(graph: Any, criterion: Any):
+    """The groups' importance scores and fresh decisions (each plan's build fills its own). Scores are
+    computed once per graph and criterion: plans of one budget all rank the same model's channels."""
     from tfprune.structured.planner import score_groups
 
-    return score_groups(graph, criterion)
+    cache = graph.__dict__.setdefault("_budget_scores", {})
+    if id(criterion) not in cache:
+        cache[id(criterion)] = (criterion, *score_groups(graph, criterion))
+    _, scores, decisions = cache[id(criterion)]
+    return scores, [dataclasses.replace(d) for d in decisions]
 
 
 def _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to, rebuild, branches=()):

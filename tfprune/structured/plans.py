@@ -32,13 +32,15 @@ class Plan:
     cost: float | None = None
     score: float | None = None
     kind: str | None = None
+    measured: float | None = None  # measured latency / the original's, when the search checked it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
         items = ", ".join(f"{k}: {v}" for k, v in self.kept.items())
-        extra = "" if self.score is None else f" (score {self.score:.4g}, {self.kind} {self.cost:,.6g})"
+        extra = "" if self.score is None else f" (score {self.score:.4g}, {self.kind} {self.cost:,.6g}"
+        extra += "" if self.score is None else (")" if self.measured is None else f", measured {self.measured:.3f})")
         return f"Plan({items}){extra}"
 
 

@@ -102,6 +102,7 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
                   max_pruning_ratio: float = 0.9, ignored_layers: Iterable[Any] | None = None,
                   calibration_steps: int = 10, batch_size: int = 64, abandon: int = 3,
                   time_limit: float | None = None, layer_norm: str = "exact",
+                  latency_tolerance: float | None = None, measured_candidates: int = 5,
                   verbose: int = 1) -> tuple[Plan, list[dict]]:
     """Search the kept channel count of every group under `budget` (a fraction of the original cost)
     for the highest `eval_fn` score; returns (best Plan, history: one dict per scored candidate).
@@ -124,6 +125,13 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
         layer_norm: as in `prune_filters`.
         abandon: abc only: trials without improvement before a source is replaced.
         time_limit: stop after this many seconds (the best so far is returned).
+        latency_tolerance: with `budget_kind="latency"`, the search budgets by the table's
+            prediction; with a tolerance, the best-scored candidates (at most `measured_candidates`)
+            are then measured against the original (`LatencyTable.compare`) and the best one whose
+            measured latency is at most `budget * (1 + latency_tolerance)` is returned, its
+            measurement in `Plan.measured`; none within raises `BudgetError` with the measurements.
+            None (the default) trusts the prediction.
+        measured_candidates: how many candidates `latency_tolerance` may measure.
         verbose: 1 prints one line per generation.
 
     Example:
@@ -139,6 +147,17 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
     for name, value in (("population", population), ("generations", generations)):
         if not isinstance(value, int) or value < 2:
             raise ValueError(f"{name} must be an int >= 2, received {value!r}.")
+    if latency_tolerance is not None:
+        if budget_kind != "latency":
+            raise ValueError(f"latency_tolerance checks a latency budget; budget_kind is {budget_kind!r}. "
+                             "Fix: budget_kind='latency' with a latency_table, or latency_tolerance=None.")
+        if isinstance(latency_tolerance, bool) or not isinstance(latency_tolerance, (int, float)) \
+                or not 0 < latency_tolerance < 1:
+            raise ValueError(f"latency_tolerance must be a fraction in (0, 1) or None, received "
+                             f"{latency_tolerance!r}. Fix: e.g. 0.05.")
+        if isinstance(measured_candidates, bool) or not isinstance(measured_candidates, int) \
+                or measured_candidates < 1:
+            raise ValueError(f"measured_candidates must be a positive int, received {measured_candidates!r}.")
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     graph = DependencyGraph(model, ignored_layers=ignored_layers, layer_norm=layer_norm)
@@ -244,6 +263,33 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
                 if trials[i] > abandon and not out_of_time():
                     pool[i], trials[i] = evaluate(space.random(), generation), 0
         report(generation, pool)
-    best = max(history, key=lambda e: (e["score"], -e["cost"]))
-    plan = Plan(kept=dict(best["kept"]), cost=best["cost"], score=best["score"], kind=budget_kind)
+    ranked = sorted(history, key=lambda e: (-e["score"], e["cost"]))
+    measured = None
+    if latency_tolerance is None:
+        best = ranked[0]
+    else:
+        best = _measured_best(model, space, ranked[:measured_candidates], latency_table, budget, latency_tolerance,
+                              verbose)
+        measured = best["measured"]
+    plan = Plan(kept=dict(best["kept"]), cost=best["cost"], score=best["score"], kind=budget_kind, measured=measured)
     return plan, history
+
+
+def _measured_best(model, space, ranked: list[dict], table: Any, budget: float, tolerance: float,
+                   verbose: int) -> dict:
+    """The best-scored of `ranked` whose measured latency is at most `budget * (1 + tolerance)`; each
+    measured entry gets 'measured' (the fraction of the original's latency)."""
+    from tfprune.structured.budget import BudgetError
+
+    for entry in ranked:
+        entry["measured"] = table.compare(model, [space.build(entry["genes"])], record=False)[0]
+        if verbose:
+            print(f"search_ratios: candidate with score {entry['score']:.4f} measures {entry['measured']:.3f} of the "
+                  f"original latency (budget {budget})", flush=True)
+        if entry["measured"] <= budget * (1 + tolerance):
+            return entry
+    raise BudgetError(
+        f"none of the {len(ranked)} best candidates measures within {tolerance:.0%} of the latency budget {budget}: "
+        f"measured {', '.join(format(e['measured'], '.3f') for e in ranked)} of the original (the table under-predicts "
+        "them). Fix: calibrate the table (LatencyTable.calibrate), lower the budget, or raise measured_candidates.",
+        smallest=None, original=None)
