@@ -342,24 +342,32 @@ class _Measurements:
         return abs(plan.measured / self.fraction - 1) <= self.tolerance / 2
 
 
-def fit_per_operator(plans: Sequence[Any], cost: Any, original_ms: float, branches: Sequence[Any]) -> float:
-    """What each operator of a removed residual branch saves beyond the cost model's estimate (ms, >= 0):
-    the least-squares slope of (measured - estimated) latency over the removed operators of the
-    measured `plans` (objects with `kept` and `measured`, the fraction of `original_ms`); 0 until
-    plans with two different numbers of removed operators were measured.
+def fit_per_operator(plans: Sequence[Any], cost: Any, original_ms: float,
+                     branches: Sequence[Any]) -> tuple[float, float]:
+    """(offset ms, per-operator ms >= 0): what each operator of a removed residual branch saves beyond
+    the cost model's estimate, as the least-squares line of (measured - estimated) latency over the
+    removed operators of the measured `plans` (objects with `kept` and `measured`, the fraction of
+    `original_ms`), and where that line starts (the estimate's error on plans that remove nothing).
+    The per-operator cost is 0 until plans with two different numbers of removed operators were
+    measured (the offset is then their mean error).
 
     Example:
-        >>> fit_per_operator(plans, table.cost_model(graph).allow_removal(branches), original_ms, branches)
+        >>> offset, per_operator = fit_per_operator(plans, table.cost_model(graph).allow_removal(branches),
+        ...                                         original_ms, branches)
     """
     operators = {b.group: b.operators for b in branches}
     rows = [(sum(operators[g] for g, k in p.kept.items() if k == 0 and g in operators),
              p.measured * original_ms - cost.cost(p.kept)) for p in plans]
-    if len({x for x, _ in rows}) < 2:
-        return 0.0
+    if not rows:
+        return 0.0, 0.0
     x = np.array([r[0] for r in rows], dtype=float)
     y = np.array([r[1] for r in rows], dtype=float)
-    (_, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(x), -x], axis=1), y, rcond=None)
-    return max(float(slope), 0.0)
+    if len(set(x.tolist())) < 2:
+        return float(y.mean()), 0.0
+    (offset, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(x), -x], axis=1), y, rcond=None)
+    if slope < 0:
+        return float(y.mean()), 0.0
+    return float(offset), float(slope)
 
 
 BISECTION_ATTEMPTS = 4  # plans the search between measured plans may add to `attempts`
@@ -461,18 +469,22 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     plans = runs.plans
     smallest = scores = None
 
+    fitted = [0.0]  # the offset of the per-operator fit (ms)
+
     def latency_cost():
         """The table's cost model; with removable branches, plus the per-operator cost fitted to the
         plans measured so far (blocks timed alone do not show what removing operators saves)."""
         if not branches:
             return cost_model("latency", graph, latency_table)
         base = cost_model("latency", graph, latency_table).allow_removal(branches)
-        per_operator = fit_per_operator(list(plans.values()), base, latency_table.predict(model), branches)
+        fitted[0], per_operator = fit_per_operator(list(plans.values()), base, latency_table.predict(model),
+                                                   branches)
         return cost_model("latency", graph, latency_table).allow_removal(branches, per_operator)
 
     def predicted(plan, cost):
-        """A measured plan's predicted latency (ms) under the current cost model."""
-        return cost.cost(plan.kept) if branches else latency_table.predict(plan.pruned)
+        """A measured plan's predicted latency (ms) under the current cost model (with removable
+        branches: the per-operator fit, offset included)."""
+        return cost.cost(plan.kept) + fitted[0] if branches else latency_table.predict(plan.pruned)
 
     for _ in range(4 * attempts):
         if len(plans) >= attempts:
