@@ -58,6 +58,9 @@ def test_basic_and_inverted_residual_blocks_qualify_bottlenecks_do_not(resnet20)
     assert [b.add for b in branches] == [f"s{s}b{b}_add" for s in (1, 2, 3) for b in (1, 2, 3)]
     first = branches[0]
     assert first.layers == ("s1b1_1_conv", "s1b1_1_bn", "s1b1_1_relu", "s1b1_2_conv", "s1b1_2_bn")
+    # a branch with an ignored layer stays
+    ignored = residual_branches(DependencyGraph(resnet20, ignored_layers=["s1b2_2_conv"]))
+    assert [b.add for b in ignored] == [b.add for b in branches if b.add != "s1b2_add"]
     # a projection shortcut stays: the branch is the other input
     assert "s2b1_proj_conv" not in branches[3].layers and branches[3].layers[0] == "s2b1_1_conv"
     mobilenet = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35)

@@ -7,10 +7,10 @@ its operators. A branch qualifies when:
 - it is the subgraph between one entry tensor and one input of a two-input `Add`, every tensor inside
   it is used only inside it, and the entry is the Add's other input or one of its ancestors (an
   identity or projection shortcut);
-- its layers are called once, at the top level of a functional model;
-- exactly one prunable channel group lives only inside it (the width of a basic ResNet block, or of
-  a MobileNetV2 inverted residual): the budgeted planner removes the branch by keeping 0 channels of
-  that group.
+- its layers are called once, at the top level of a functional model, and none is in `ignored_layers`;
+- exactly one prunable channel group, none of its channels frozen, lives only inside it (the width
+  of a basic ResNet block, or of a MobileNetV2 inverted residual): the budgeted planner removes the
+  branch by keeping 0 channels of that group.
 
 The removed branch's output is dropped, including the constant it produces from its biases and
 BatchNormalization shifts; fine-tune (or re-estimate BatchNormalization statistics) afterwards.
@@ -118,9 +118,14 @@ def residual_branches(graph: Any) -> list[ResidualBranch]:
                 continue
             names = [calls[j].layer.name for j in sorted(branch)]
             inside = set(names)
+            if inside & graph.ignored_names:
+                continue  # an ignored layer stays, and so does its branch
             groups = [g.index for g in graph.groups if g.prunable and g.layers and set(g.layers) <= inside]
+            if len(groups) == 1 and graph.groups[groups[0]].frozen.any():
+                continue  # channels that must stay (e.g. a layer the graph does not understand)
             if len(groups) == 1:
-                operators = 1 + sum(1 for j in branch if not isinstance(calls[j].layer, keras.layers.BatchNormalization))
+                operators = 1 + sum(1 for j in branch
+                                    if not isinstance(calls[j].layer, keras.layers.BatchNormalization))
                 found.append(ResidualBranch(layer.name, 1 - side, tuple(names), groups[0], operators))
                 break
     return found

@@ -152,6 +152,7 @@ class DependencyGraph:
         for key in output_keys:
             self.freeze(self.values[key], "model output")
         ignored_names = {getattr(x, "name", x) for x in (ignored_layers or [])}
+        self.ignored_names = frozenset(ignored_names)
         known = {rec.name for rec in self.records.values()}
         missing = sorted(ignored_names - known)
         if missing:
