@@ -136,6 +136,14 @@ def test_a_mac_budget_below_the_channel_floor_is_reached_by_removing_blocks(resn
     removed_groups = [g for g in report.groups if g.status == "removed"]
     assert len(removed_groups) == len(report.removed_blocks) and all(g.channels_after == 0 for g in removed_groups)
     assert "Removed residual branches" in str(report) and report.to_dict()["removed_blocks"] == report.removed_blocks
+    # the check against the original with the removed channels zeroed covers removed branches too
+    from tfprune.structured import verify
+
+    varied = verify.randomize_statistics(verify.copy_model(resnet20))  # non-zero shifts and biases
+    varied_pruned, varied_report = prune_filters(varied, target_macs=0.08, round_to=8, remove_blocks=True)
+    assert varied_report.removed_blocks
+    x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
+    assert verify.max_abs_difference(varied, varied_pruned, varied_report, x) < 1e-4
     # a budget channels alone reach removes nothing
     _, plain = prune_filters(resnet20, target_macs=0.5, round_to=8, remove_blocks=True)
     assert plain.removed_blocks == []
