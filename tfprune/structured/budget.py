@@ -298,7 +298,7 @@ def _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to, r
         d = decisions[b.group]
         d.requested_ratio, d.removed, d.status = 1.0, d.total, "removed"
         d.reason = f"residual branch removed ({b.add} passes its shortcut on)"
-    pruned = rebuild(model, graph, removed, gone) if gone else rebuild(model, graph, removed)
+    pruned = rebuild(model, graph, removed, gone)
     return pruned, removed, decisions
 
 

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Iterable
 
