@@ -93,6 +93,30 @@ def test_latency_check_predict_and_calibration(model_path, tmp_path, capsys, fak
     assert sum(len(m.get("calibration", [])) for m in content["models"].values()) == 3
 
 
+def test_latency_min_seconds_lengthens_the_end_to_end_timings(model_path, tmp_path, capsys, fake_runtime,
+                                                              monkeypatch):
+    rounds = []
+    real = timing.paired_median_ms
+
+    def counting(runners, repeats, *args, **kwargs):
+        before = len(rounds)
+        counted = [lambda run=run: rounds.append(1) or run() for run in runners]
+        result = real(counted, repeats, *args, **kwargs)
+        if kwargs.get("min_seconds"):
+            whole.append((len(rounds) - before) // len(runners))
+        return result
+
+    whole = []
+    monkeypatch.setattr(timing, "paired_median_ms", counting)
+    code, stdout, stderr = run(capsys, "--model", model_path, "--target_latency", "0.6", "--latency_table",
+                               tmp_path / "t.json", "--round_to", "8", "--latency_repeats", "2",
+                               "--latency_min_seconds", "0.01", "--output", tmp_path / "a.keras", "--json")
+    assert code == 0, stderr
+    # the whole-model timings (the original, then each plan against it) went on past 2 rounds until 0.01 s
+    # of fake calls (about 1 ms each) had passed, below the cap of 50 x 2 rounds
+    assert whole and min(whole) > 2 and max(whole) <= 100
+
+
 def test_unreachable_budget_exits_nonzero_without_output(model_path, tmp_path, capsys):
     out = tmp_path / "o.keras"
     code, _, stderr = run(capsys, "--model", model_path, "--output", out, "--target_macs", "0.001",
@@ -112,6 +136,10 @@ def test_unreachable_budget_exits_nonzero_without_output(model_path, tmp_path, c
     (["--target_latency", "0.5", "--latency_table", "t.json", "--latency_check", "guess"], "--latency_check"),
     (["--target_latency", "0.5", "--latency_table", "t.json", "--calibration_samples", "-1"],
      "--calibration_samples"),
+    (["--target_latency", "0.5", "--latency_table", "t.json", "--latency_min_seconds", "-1"],
+     "--latency_min_seconds must be a finite number"),
+    (["--target_latency", "0.5", "--latency_table", "t.json", "--latency_min_seconds", "nan"],
+     "--latency_min_seconds must be a finite number"),
 ])
 def test_budget_usage_errors_exit_2(model_path, tmp_path, capsys, args, needle):
     code, _, stderr = run(capsys, "--model", model_path, "--output", tmp_path / "o.keras", *args)

@@ -428,3 +428,30 @@ def test_a_measured_budget_scores_the_channels_once(fused_fake):
     table = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=2, warmup=0)
     _, report = prune_filters(model, target_latency=0.5, latency_table=table, round_to=8, importance=criterion)
     assert report.budget["attempts"] >= 2 and len(calls) == len(set(calls))
+
+
+def test_min_seconds_lengthens_whole_model_comparisons(fused_fake, monkeypatch):
+    model = resnet_cifar(8)
+    pruned, _ = prune_filters(model, pruning_ratio=0.5, round_to=8)
+    calls = []
+    real = timing.paired_median_ms
+
+    def counting(runners, repeats, *args, **kwargs):
+        counted = [lambda run=run: calls.append(1) or run() for run in runners]
+        return real(counted, repeats, *args, **kwargs)
+
+    round_ms = whole_ms(model) + whole_ms(pruned)  # one instance each: a round is one call of both
+    monkeypatch.setattr(timing, "paired_median_ms", counting)
+    table = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=3, warmup=0, instances=1,
+                         min_seconds=0.5)
+    (fraction,) = table.compare(model, [pruned], record=False)
+    assert fraction == pytest.approx(whole_ms(pruned) / whole_ms(model))
+    rounds = len(calls) // 2
+    assert rounds == min(150, int(np.ceil(500 / round_ms)))  # 0.5 s of timed calls, at most 50 x repeats
+    assert rounds > 3
+    calls.clear()
+    short = LatencyTable("tflite", round_to=8, clock=fused_fake, repeats=3, warmup=0, instances=1)
+    short.compare(model, [pruned], record=False)
+    assert len(calls) == 6  # min_seconds=0: exactly `repeats` rounds
+    with pytest.raises(ValueError, match="min_seconds must be a finite number"):
+        LatencyTable("tflite", min_seconds=-1)

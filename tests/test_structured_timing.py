@@ -91,3 +91,56 @@ def test_latency_refuses_bad_arguments(models, kwargs, match):
 def test_latency_refuses_an_empty_sample(models):
     with pytest.raises(ValueError, match="`sample` is empty"):
         timing.tflite_latency_ms(models[2], X[:0])
+
+
+class SteppingClock:
+    """A clock that each runner advances by its own cost; counts the calls of each runner."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def runner(self, seconds, calls):
+        def run():
+            calls.append(seconds)
+            self.now += seconds
+        return run
+
+
+def test_min_seconds_times_rounds_until_the_calls_add_up():
+    clock = SteppingClock()
+    fast, slow = [], []
+    runners = [clock.runner(0.001, fast), clock.runner(0.003, slow)]
+    ms = timing.paired_median_ms(runners, repeats=5, warmup=1, clock=clock, min_seconds=1.0)
+    assert ms == pytest.approx([1.0, 3.0])
+    # 4 ms a round: 250 rounds reach 1 s (plus one warmup call each); both runners get the same count
+    assert len(fast) == len(slow) == 251
+    fast.clear()
+    timing.paired_median_ms(runners[:1], repeats=5, warmup=0, clock=clock, min_seconds=0.0)
+    assert len(fast) == 5  # 0: exactly `repeats` rounds
+    fast.clear()
+    timing.paired_median_ms(runners[:1], repeats=500, warmup=0, clock=clock, min_seconds=0.01)
+    assert len(fast) == 500  # `repeats` is a floor: a slow time target never shortens it
+
+
+def test_min_seconds_stops_at_max_repeats():
+    clock = SteppingClock()
+    calls = []
+    run = clock.runner(0.001, calls)
+    timing.paired_median_ms([run], repeats=4, warmup=0, clock=clock, min_seconds=60.0)
+    assert len(calls) == 200  # default cap: 50 x repeats
+    calls.clear()
+    timing.paired_median_ms([run], repeats=4, warmup=0, clock=clock, min_seconds=60.0, max_repeats=30)
+    assert len(calls) == 30
+    calls.clear()
+    frozen = lambda: 0.0  # noqa: E731  a clock that never moves cannot loop forever
+    timing.paired_median_ms([run], repeats=2, warmup=0, clock=frozen, min_seconds=1.0)
+    assert len(calls) == 100
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "10", True, None])
+def test_min_seconds_refuses_bad_values(value):
+    with pytest.raises(ValueError, match="min_seconds must be a finite number of seconds >= 0"):
+        timing.paired_median_ms([lambda: None], repeats=1, min_seconds=value)

@@ -236,6 +236,10 @@ class LatencyTable:
         fold_bn: fold BatchNormalization before timing (as deployment does), in blocks and models alike.
         instances: separate interpreters (or traced functions) per model in whole-model comparisons
             (`compare`, `calibrate`, measured budgets); their median is the measurement.
+        min_seconds: whole-model timings (comparisons and the original's end-to-end time) go on past
+            `repeats` rounds until the timed calls add up to this many seconds (at most 50 x `repeats`
+            rounds). On a busy host TensorFlow at batch 1 drifts by several percent within a minute; about
+            10 s per comparison keeps a ResNet-56 fraction within ~3%. 0 times exactly `repeats` rounds.
         verbose: show a progress bar while measuring.
 
     Example:
@@ -247,7 +251,7 @@ class LatencyTable:
     def __init__(self, runtime: str = "tflite", threads: int = 1, batch_size: int = 1, round_to: int | None = 8,
                  cache: str | os.PathLike | None = None, clock: Callable[[], float] | None = None,
                  repeats: int = 20, warmup: int = 3, stat: str = "median", max_widths: int | None = None,
-                 fold_bn: bool = True, instances: int = 5, verbose: int = 0) -> None:
+                 fold_bn: bool = True, instances: int = 5, min_seconds: float = 0.0, verbose: int = 0) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, received {runtime!r}. Fix: runtime='tflite'.")
         for name, value in (("threads", threads), ("batch_size", batch_size), ("repeats", repeats),
@@ -263,6 +267,7 @@ class LatencyTable:
         self.cache = os.fspath(cache) if cache is not None else None
         self.clock, self.repeats, self.warmup, self.stat = clock or DEFAULT_CLOCK, repeats, warmup, stat
         self.max_widths, self.fold_bn, self.instances, self.verbose = max_widths, fold_bn, instances, verbose
+        self.min_seconds = timing.check_min_seconds(min_seconds)
         # "empty_subtracted": tables timed before each block was paired with the empty model are not reused
         self.key = {"cpu": cpu_model(), "runtime": runtime, "version": runtime_version(runtime),
                     "threads": self.threads, "batch_size": batch_size, "fold_bn": fold_bn,
@@ -354,11 +359,15 @@ class LatencyTable:
         return timing.make_runner(self.runtime, self._deploy(model), x, self.threads, io=io)
 
     def time_model(self, model: keras.Model, io: bool = True) -> float:
-        """Latency (ms, `stat` of `repeats` calls) of a single-input model in this table's runtime; with
-        `io=False` without copying the input in and the output out (how blocks are timed: inside a
-        model, a layer's input is already in place)."""
+        """Latency (ms, `stat` of `repeats` calls, or more for `min_seconds`) of a single-input model in
+        this table's runtime; with `io=False` without copying the input in and the output out (how blocks
+        are timed: inside a model, a layer's input is already in place).
+
+        Example:
+            >>> table.time_model(model)      # e.g. 6.8
+        """
         return timing.paired_median_ms([self._model_runner(model, io)], self.repeats, self.warmup, self.stat,
-                                       self.clock)[0]
+                                       self.clock, min_seconds=self.min_seconds)[0]
 
     def _empty_runner(self) -> Callable[[], Any]:
         """One call of an empty model (a ReLU on 8 values), kept for the table's lifetime: what a call
@@ -607,7 +616,8 @@ class LatencyTable:
         for model in models:
             base_runs = timing.make_runners(self.runtime, cached[1], x, self.threads, count=self.instances)
             runs = self._runners(model, x)
-            ms = timing.paired_median_ms(base_runs + runs, self.repeats, self.warmup, self.stat, self.clock)
+            ms = timing.paired_median_ms(base_runs + runs, self.repeats, self.warmup, self.stat, self.clock,
+                                         min_seconds=self.min_seconds)
             base = float(np.median(ms[: len(base_runs)]))
             fraction = float(np.median(ms[len(base_runs):])) / base if base > 0 else float("nan")
             fractions.append(fraction)

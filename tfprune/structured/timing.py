@@ -155,23 +155,49 @@ def make_runners(runtime: str, model: Any, x: np.ndarray, threads: int | None = 
 
 
 def paired_median_ms(runners: Sequence[Callable[[], Any]], repeats: int, warmup: int = 3,
-                     stat: str = "median", clock: Callable[[], float] = time.perf_counter) -> list[float]:
+                     stat: str = "median", clock: Callable[[], float] = time.perf_counter,
+                     min_seconds: float = 0.0, max_repeats: int | None = None) -> list[float]:
     """Median (or `stat`) wall time of each runner in ms; calls alternate between the runners so that
     drift and other processes hit all of them alike. `clock` returns seconds.
 
+    At least `repeats` rounds (one call of each runner) are timed; with `min_seconds` the rounds go on
+    until the timed calls add up to that many seconds, up to `max_repeats` rounds (default
+    50 x `repeats`). On a busy host a median over a fixed time is steadier than over a fixed count:
+    a fast model gets more calls.
+
     Example:
         >>> paired_median_ms([run_a, run_b], repeats=20)    # [ms_a, ms_b]
+        >>> paired_median_ms([run_a, run_b], repeats=20, min_seconds=10.0)
     """
+    check_min_seconds(min_seconds)
+    cap = max(repeats, 50 * repeats if max_repeats is None else max_repeats)
     for run in runners:
         for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in runners]
-    for _ in range(repeats):
+    rounds, elapsed = 0, 0.0
+    while rounds < repeats or (rounds < cap and elapsed < min_seconds):
         for run, bucket in zip(runners, times):
             start = clock()
             run()
             bucket.append(clock() - start)
+            elapsed += bucket[-1]
+        rounds += 1
     return [1000 * STATISTICS[stat](bucket) for bucket in times]
+
+
+def check_min_seconds(min_seconds: Any) -> float:
+    """`min_seconds` if it is a finite number >= 0, else a ValueError naming it.
+
+    Example:
+        >>> check_min_seconds(10.0)
+        10.0
+    """
+    if (isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float, np.integer, np.floating))
+            or not np.isfinite(min_seconds) or min_seconds < 0):
+        raise ValueError(f"min_seconds must be a finite number of seconds >= 0, received {min_seconds!r}. "
+                         "Fix: e.g. min_seconds=10.0 (0 times exactly `repeats` rounds).")
+    return float(min_seconds)
 
 
 def tflite_latency_ms(model: Any, sample: np.ndarray, batch: int = 1, repeats: int = 100, threads: int = 1,
