@@ -37,8 +37,9 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     result = bench.main(["--models", "tiny", "--runtimes", "tflite1", "--batches", "1", "--budgets", "0.5,0.01",
                          "--repeats", "2", "--table_repeats", "1", "--seeds", "0", "--train_size", "400", "--eval_size", "200",
                          "--epochs", "1", "--fine_tune_epochs", "1", "--population", "2", "--generations", "2",
-                         "--calibration_samples", "2", "--validation_plans", "2",
+                         "--calibration_samples", "2", "--validation_plans", "2", "--compare_seconds", "0.05",
                          "--latency_cache", str(tmp_path / "cache" / "lat.json"), "--readme", str(readme)])
+    assert "end-to-end timings of at least 0.05 s" in result["settings"]
     row, impossible = result["latency_rows"]
     assert impossible["unreachable"] and 0.01 < impossible["smallest_fraction"] < 0.5
     assert row["model"] == "ResNet-8 16x16" and row["budget"] == 0.5

@@ -8,8 +8,8 @@ batch 1 and 32. For each cell a `LatencyTable` is measured (cached in `--latency
     `remove_blocks=True` (whole residual branches may go);
   * uniform L1 at the ratio whose MACs match the latency-aware plan's (bisection on the ratio);
 and the original and both pruned models are timed end to end (BatchNormalization folded, medians of
-alternating calls). Columns: measured latency / original against the budget, the table's prediction
-against the measurement (validation: within 10%), MACs.
+alternating calls, each timing at least `--compare_seconds` long). Columns: measured latency / original
+against the budget, the table's prediction against the measurement (validation: within 10%), MACs.
 
 Accuracy part: a residual CNN (`resnet_cifar(14)` on 28x28x1) trained on the bundled MNIST (7,000
 train, 1,000 held out for the search / 2,000 eval) per seed, pruned to the same latency budget (0.5 of TFLite 1 thread, batch 1):
@@ -129,7 +129,7 @@ def latency_part(args) -> list[dict]:
                 repeats = args.repeats if batch == 1 else max(5, args.repeats // 4)
                 table = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch, round_to=8,
                                      cache=args.latency_cache, repeats=args.table_repeats, max_widths=max_widths,
-                                     verbose=1)
+                                     min_seconds=args.compare_seconds, verbose=1)
                 table.measure(model)
                 table.repeats = repeats  # whole-model comparisons (blocks are cached)
                 validation = held_out_plans(model, args.validation_plans, seed=1000)
@@ -177,7 +177,7 @@ def latency_part(args) -> list[dict]:
                                  for m in (aware, uniform)]
                     # a fresh measurement, independent of the planner's: new instances of all three models
                     final = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch,
-                                         repeats=repeats, round_to=8)
+                                         repeats=repeats, round_to=8, min_seconds=args.compare_seconds)
                     fraction_aware, fraction_uniform = final.compare(model, [aware, uniform], record=False)
                     row = {**common, "budget": budget, "ms_original": entry["measured_ms"],
                            "fraction_aware": fraction_aware, "fraction_uniform": fraction_uniform,
@@ -451,6 +451,9 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--batches", type=_ints, default=[1, 32])
     parser.add_argument("--budgets", type=_floats, default=[0.5, 0.3])
     parser.add_argument("--repeats", type=int, default=40, help="end-to-end timed calls at batch 1 (b32: 1/4)")
+    parser.add_argument("--compare_seconds", type=float, default=10.0,
+                        help="latency part: each end-to-end timing (a plan against the original) goes on past "
+                        "--repeats until its timed calls add up to this many seconds (LatencyTable min_seconds)")
     parser.add_argument("--table_repeats", type=int, default=20, help="timed calls per latency-table entry")
     parser.add_argument("--calibration_samples", type=int, default=8,
                         help="pruned versions timed end to end to fit each latency table (LatencyTable.calibrate)")
@@ -548,9 +551,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     latency_rows = latency_part(args) if args.latency else []
     accuracy_rows, searches = accuracy_part(args) if args.accuracy else ([], [])
     summary = accuracy_summary(accuracy_rows) if accuracy_rows else []
-    settings = (f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, {latency_lib.runtime_version('tflite')}; "
+    timed = (f"end-to-end timings of at least {args.compare_seconds:g} s (latency part); " if args.latency
+             and args.compare_seconds else "")
+    settings = (f"{latency_lib.cpu_model()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, {latency_lib.runtime_version('tflite')}; "
                 f"round_to 8, L1 importance, BatchNormalization folded for timing; latency tables of "
-                f"{args.table_repeats} calls per entry; {time.perf_counter() - start:.0f} s in all; "
+                f"{args.table_repeats} calls per entry; {timed}{time.perf_counter() - start:.0f} s in all; "
                 f"1-minute load {load_start:.2f} -> {os.getloadavg()[0]:.2f}")
     result = {"command": command_line(argv if argv is not None else sys.argv[1:]), "settings": settings,
               "latency_rows": latency_rows, "accuracy_rows": accuracy_rows, "accuracy_summary": summary,
