@@ -13,7 +13,8 @@ from keras import layers
 from tfprune import analysis
 from tfprune.structured import LatencyTable, LatencyTableError, prune_filters, timing
 from tfprune.structured.fold import fold_batchnorm
-from tfprune.structured.latency import split_blocks
+from tfprune.structured.graph import DependencyGraph
+from tfprune.structured.latency import LatencyFit, choose_fit, split_blocks
 from tfprune.keras_graph import flatten_model
 from tfprune.structured.models import resnet_cifar
 from tests.helpers import install_fake_runtime
@@ -241,8 +242,9 @@ def test_calibration_fits_whole_models(fused_fake, tmp_path):
     summary = table.calibrate(model, samples=4, seed=0)
     assert summary["points"] == 4 and len(summary["errors"]) == 4
     assert min(abs(e) for e in summary["errors"]) > 0.1
-    intercept, scale = table.fit(model)
+    intercept, scale, per_mac = table.fit(model)
     assert scale == pytest.approx(WHOLE_SCALE, rel=1e-6) and summary["scale"] == scale
+    assert per_mac == 0.0 and summary["ms_per_mac"] == 0.0  # 4 pruned points: too few for a MACs term
     assert intercept == pytest.approx(CALL_MS, abs=1e-6)  # the call; every MAC is in some block
     for p in pruned:  # not among the calibration plans, predicted exactly now
         assert table.predict(p) == pytest.approx(whole_ms(p), rel=1e-6)
@@ -455,3 +457,95 @@ def test_min_seconds_lengthens_whole_model_comparisons(fused_fake, monkeypatch):
     assert len(calls) == 6  # min_seconds=0: exactly `repeats` rounds
     with pytest.raises(ValueError, match="min_seconds must be a finite number"):
         LatencyTable("tflite", min_seconds=-1)
+
+
+def points_of(blocks, macs, ms):
+    return [{"blocks_ms": b, "macs": m, "ms": y} for b, m, y in zip(blocks, macs, ms)]
+
+
+def test_choose_fit_keeps_blocks_alone_when_they_explain_the_measurements():
+    blocks = [10.0, 6.0, 4.0, 8.0, 5.0, 7.0]
+    macs = [1e8, 5e7, 2e7, 8e7, 3e7, 4e7]  # not proportional to the blocks
+    ms = [1.0 + 0.8 * b for b in blocks]
+    fit = choose_fit(points_of(blocks, macs, ms), fallback_intercept=0.0)
+    assert fit.ms_per_mac == 0.0
+    assert fit.intercept == pytest.approx(1.0) and fit.scale == pytest.approx(0.8)
+
+
+def test_choose_fit_adds_macs_when_blocks_miss_the_measurements():
+    rng = np.random.default_rng(0)
+    macs = np.array([1e8, *rng.uniform(1e7, 9e7, 7)])
+    blocks = 5.0 + rng.uniform(-0.3, 0.3, 8)  # blocks timed alone: about one call each, any width
+    ms = 2.0 + 0.2 * blocks + 3e-8 * macs
+    fit = choose_fit(points_of(blocks, macs, ms), fallback_intercept=0.0)
+    assert fit.ms_per_mac == pytest.approx(3e-8, rel=1e-6)
+    assert fit.scale == pytest.approx(0.2, rel=1e-5) and fit.intercept == pytest.approx(2.0, rel=1e-5)
+    # MACs alone when the blocks carry nothing (the same sum for every plan)
+    flat = choose_fit(points_of(np.full(8, 5.0), macs, 1.0 + 4e-8 * macs), fallback_intercept=0.0)
+    assert flat == pytest.approx(LatencyFit(1.0, 0.0, 4e-8))
+    # without MACs in every point (points cached by an earlier version), or with too few, no MACs term
+    legacy = points_of(blocks, macs, ms)
+    legacy[3]["macs"] = None
+    assert choose_fit(legacy, fallback_intercept=0.0).ms_per_mac == 0.0
+    assert choose_fit(points_of(blocks[:4], macs[:4], ms[:4]), fallback_intercept=0.0).ms_per_mac == 0.0
+
+
+def test_choose_fit_falls_back_to_the_blocks_as_timed():
+    assert choose_fit(points_of([4.0, 2.0], [1e8, 5e7], [5.0, 3.0]), 1.0) == LatencyFit(1.0, 1.0, 0.0)
+    # latency that rises as the blocks fall: no valid form, the fallback
+    falling = points_of([4.0, 3.0, 2.0], [None] * 3, [2.0, 3.0, 4.0])
+    assert choose_fit(falling, 0.5) == LatencyFit(0.5, 1.0, 0.0)
+
+
+OP_MS, WHOLE_NS_PER_MAC = 0.02, 2e-9  # the per-operator runtime: every layer 20 us, whole models 2 ns per MAC
+
+
+@pytest.fixture
+def operator_fake(monkeypatch):
+    """A runtime like TensorFlow at batch 1: a layer costs a fixed 20 us at any width, so tiny block models
+    show no width dependence at all, while whole models (more than 6 layers) also pay 2 ns per MAC."""
+    clock = FakeClock()
+
+    def make_runner(runtime, model, x, threads=None, io=True):
+        seconds = (OP_MS * len(model.layers) + CALL_MS) / 1000
+        if len(model.layers) > 6:
+            seconds += WHOLE_NS_PER_MAC * analysis.count_macs(model) * x.shape[0]
+
+        def run():
+            clock.now += seconds
+
+        return run
+
+    install_fake_runtime(monkeypatch, make_runner)
+    return clock
+
+
+def operator_ms(model):
+    deployed = fold_batchnorm(model)
+    return OP_MS * len(deployed.layers) + CALL_MS + 1000 * WHOLE_NS_PER_MAC * analysis.count_macs(deployed)
+
+
+def test_calibration_fits_macs_where_blocks_do_not_change(operator_fake):
+    model = resnet_cifar(8)
+    table = LatencyTable("tf", round_to=8, clock=operator_fake, repeats=1, warmup=0, instances=1)
+    summary = table.calibrate(model, samples=6, seed=0)
+    assert summary["ms_per_mac"] > 0 and summary["scale"] < 0.05  # the blocks carry no information here
+    ratio = 1000 * WHOLE_NS_PER_MAC * analysis.count_macs(fold_batchnorm(model)) / analysis.count_macs(model)
+    # per MAC of the model as given (BatchNormalization's few MACs counted, folded away when timed)
+    assert summary["ms_per_mac"] == pytest.approx(ratio, rel=1e-2)
+    for r in (0.3, 0.6, 0.8):  # plans the calibration never saw
+        pruned, _ = prune_filters(model, pruning_ratio=r, round_to=8)
+        assert table.predict(pruned) == pytest.approx(operator_ms(pruned), rel=1e-2)
+    # the planner's cost model carries the MACs term: its estimate of a plan is the prediction of the
+    # built model
+    graph = DependencyGraph(model)
+    cost = table.cost_model(graph)
+    kept = {g.index: max(8, len(g.units) // 2) for g in graph.groups}
+    plan = {g.producers[0]: kept[g.index] for g in graph.groups}
+    built, _ = prune_filters(model, plan=plan, round_to=8)
+    assert cost.cost(kept) == pytest.approx(table.predict(built), rel=1e-3)
+    assert cost.full == pytest.approx(table.predict(model))
+    # a budget planned on the prediction alone lands on the budget in the fake runtime
+    pruned, report = prune_filters(model, target_latency=0.6, latency_table=table, round_to=8,
+                                   latency_tolerance=None)
+    assert operator_ms(pruned) / operator_ms(model) == pytest.approx(0.6, abs=0.03)

@@ -48,7 +48,7 @@ from tfprune.structured.slimming import BNSparsity, bn_l1_penalty, gamma_summary
 from tfprune.structured.soft import SoftFilterPruning, zero_units
 from tfprune.structured.blocks import ResidualBranch, residual_branches
 from tfprune.structured.budget import BudgetError, knapsack
-from tfprune.structured.latency import LatencyTable, LatencyTableError
+from tfprune.structured.latency import LatencyFit, LatencyTable, LatencyTableError
 from tfprune.structured.plans import Plan
 from tfprune.structured.recalibrate import recalibrate_batchnorm
 from tfprune.structured.search import search_ratios
@@ -60,6 +60,7 @@ __all__ = [
     "residual_branches",
     "record_activations",
     "BudgetError",
+    "LatencyFit",
     "LatencyTable",
     "LatencyTableError",
     "Plan",

@@ -16,8 +16,10 @@ layers that are not timed alone: reshapes, dropout, keras.ops operations).
 Blocks timed alone do not add up exactly to a whole model (an interpreter's per-operator cost and
 the caches a model shares; TensorFlow's executor overlapping operators), so `calibrate(model)` times
 a few pruned versions of the architecture end to end (each against the original, as the median over
-several interpreter instances) and fits `latency = intercept + scale * sum of blocks` to them;
-predictions and the planner's cost model use the fit. `prune_filters(target_latency=...)` measures
+several interpreter instances) and fits `latency = intercept + scale * sum of blocks` to them, or,
+where it predicts the measured plans better (TensorFlow at batch 1: a block costs about one operator
+call at any width when timed alone, but whole models still speed up with fewer MACs), `intercept +
+scale * sum of blocks + ms_per_mac * MACs`; predictions and the planner's cost model use the fit. `prune_filters(target_latency=...)` measures
 each plan it makes the same way and adds it to the fit.
 
 Measurements are cached in a JSON file keyed by the CPU model, the runtime and its version, the
@@ -34,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -41,16 +44,17 @@ import os
 import platform
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import keras
 import numpy as np
 
+from tfprune import analysis
 from tfprune.keras_graph import copy_layer, flatten_model, layer_config
 from tfprune.layers import get_handler
 from tfprune.structured import timing
 from tfprune.structured.architecture import structure_key
-from tfprune.structured.cost import CostModel, Term
+from tfprune.structured.cost import CostModel, Term, macs_cost
 
 FORMAT = "tfprune.latency_table/2"
 DEFAULT_CLOCK = time.perf_counter
@@ -216,6 +220,98 @@ def _extrapolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     else:
         (x0, y0), (x1, y1) = (xs[-2], ys[-2]), (xs[-1], ys[-1])
     return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+class LatencyFit(NamedTuple):
+    """An architecture's fit to whole-model measurements: latency (ms) = `intercept` + `scale` x the
+    sum of its blocks (ms) + `ms_per_mac` x its MACs (per sample; 0 unless MACs improve the fit).
+
+    Example:
+        >>> intercept, scale, ms_per_mac = table.fit(model)
+    """
+
+    intercept: float
+    scale: float
+    ms_per_mac: float = 0.0
+
+
+MIN_POINTS_WITH_MACS = 5  # the original and 4 pruned versions before a fit may use MACs
+MACS_GAIN = 0.9  # a fit with MACs must cut the leave-one-out error by at least 10%
+
+
+def _solve(rows: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Least squares of relative errors: coefficients c minimising sum((rows @ c / measured - 1)^2)."""
+    coef, *_ = np.linalg.lstsq(rows / measured[:, None], np.ones(len(measured)), rcond=None)
+    return coef
+
+
+def _valid(coef: np.ndarray, columns: tuple[str, ...]) -> bool:
+    values = dict(zip(columns, coef))
+    if not np.all(np.isfinite(coef)):
+        return False
+    if "macs" not in columns:
+        return 0.05 <= values["blocks"] <= 20.0
+    return values["macs"] >= 0.0 and 0.0 <= values.get("blocks", 0.0) <= 20.0
+
+
+def _loo_error(rows: np.ndarray, measured: np.ndarray) -> float:
+    """Root-mean-square relative error of each point predicted by the fit to the other points."""
+    errors = []
+    for i in range(len(measured)):
+        keep = np.arange(len(measured)) != i
+        coef = _solve(rows[keep], measured[keep])
+        errors.append(float(rows[i] @ coef) / measured[i] - 1.0)
+    return float(np.sqrt(np.mean(np.square(errors))))
+
+
+def choose_fit(points: Sequence[dict], fallback_intercept: float) -> LatencyFit:
+    """The fit of whole-model measurements `points` ({'blocks_ms', 'ms', optional 'macs'}, the
+    original first): `intercept + scale * blocks`, or with a MACs term (blocks and MACs, or MACs
+    alone) when every point has MACs, there are at least `MIN_POINTS_WITH_MACS`, and its
+    leave-one-out relative error is at least 10% below the blocks-only fit's. Coefficients out of
+    range (a scale outside [0.05, 20] without MACs, a negative one with them) rule a form out; with
+    none left, `(fallback_intercept, 1, 0)`: the blocks as timed.
+
+    Example:
+        >>> choose_fit([{"blocks_ms": 4.0, "ms": 5.0, "macs": 1e8}, ...], fallback_intercept=1.0)
+    """
+    fallback = LatencyFit(float(fallback_intercept), 1.0, 0.0)
+    if len(points) < 3:
+        return fallback
+    blocks = np.array([p["blocks_ms"] for p in points], dtype=float)
+    measured = np.array([p["ms"] for p in points], dtype=float)
+    if np.any(measured <= 0) or np.ptp(blocks) <= 1e-3 * max(abs(blocks[0]), 1e-12):
+        blocks_spread = False
+    else:
+        blocks_spread = True
+    forms: list[tuple[tuple[str, ...], np.ndarray]] = []
+    if blocks_spread:
+        forms.append((("one", "blocks"), np.stack([np.ones_like(blocks), blocks], axis=1)))
+    with_macs = (all(p.get("macs") for p in points) and len(points) >= MIN_POINTS_WITH_MACS
+                 and np.all(measured > 0))
+    if with_macs:
+        macs = np.array([p["macs"] for p in points], dtype=float) / float(points[0]["macs"])  # of the original
+        if np.ptp(macs) > 1e-6:
+            forms.append((("one", "macs"), np.stack([np.ones_like(macs), macs], axis=1)))
+            if blocks_spread:
+                forms.append((("one", "blocks", "macs"), np.stack([np.ones_like(macs), blocks, macs], axis=1)))
+    best, best_error = None, math.inf
+    for columns, rows in forms:
+        coef = _solve(rows, measured)
+        if not _valid(coef, columns):
+            continue
+        error = _loo_error(rows, measured) if with_macs else 0.0
+        if "macs" in columns and best is not None and "macs" not in best[0]:
+            if error >= MACS_GAIN * best_error:
+                continue
+        elif best is not None and error >= best_error:
+            continue
+        best, best_error = (columns, coef), error
+    if best is None:
+        return fallback
+    values = dict(zip(*best))
+    per_mac = values.get("macs", 0.0) / float(points[0]["macs"]) if "macs" in values else 0.0
+    return LatencyFit(float(values["one"]), float(values.get("blocks", 0.0)), float(per_mac))
 
 
 class LatencyTable:
@@ -460,7 +556,8 @@ class LatencyTable:
             blocks, _ = self.blocks(model)
             self._ensure_exact(blocks)
             parts = sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
-            self.models[key] = {"measured_ms": measured, "blocks_ms": parts, "overhead_ms": measured - parts}
+            self.models[key] = {"measured_ms": measured, "blocks_ms": parts, "overhead_ms": measured - parts,
+                                "macs": float(analysis.count_macs(model))}
             self.save()
         return self.models[key]
 
@@ -530,47 +627,45 @@ class LatencyTable:
         self._ensure_exact(blocks)
         return sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
 
-    def fit(self, model: keras.Model) -> tuple[float, float]:
-        """(intercept ms, scale) of `model`'s architecture: latency = intercept + scale * blocks_ms.
+    def fit(self, model: keras.Model) -> LatencyFit:
+        """`LatencyFit(intercept ms, scale, ms_per_mac)` of `model`'s architecture: latency =
+        intercept + scale * blocks_ms + ms_per_mac * MACs.
 
-        Without whole-model measurements of pruned versions (`calibrate`) the scale is 1 and the
-        intercept the fixed part measured on the original. The fit minimises relative errors over the
-        original and every measured pruned version; a fit that would make latency fall faster than the
-        blocks' sum, or not at all, is refused (scale kept in [0.05, 20]), falling back to scale 1.
+        Without whole-model measurements of pruned versions (`calibrate`) the scale is 1, the MACs
+        term 0 and the intercept the fixed part measured on the original. The fit minimises relative
+        errors over the original and every measured pruned version (see `choose_fit`): the blocks
+        alone, or with MACs where that predicts the measured plans clearly better (leave-one-out); a
+        fit that would make latency fall faster than the blocks' sum, or not at all, is refused
+        (scale kept in [0.05, 20]), falling back to scale 1.
 
         Example:
-            >>> intercept, scale = table.fit(model)
+            >>> intercept, scale, ms_per_mac = table.fit(model)
         """
         entry = self._overhead(model)
         return self._fit_entry(structure_key(model), entry)
 
-    def _fit_entry(self, key: str, entry: dict) -> tuple[float, float]:
-        points = [(entry["blocks_ms"], entry["measured_ms"])] + [
-            (p["blocks_ms"], p["fraction"] * entry["measured_ms"]) for p in entry.get("calibration", [])]
+    def _fit_entry(self, key: str, entry: dict) -> LatencyFit:
+        points = [{"blocks_ms": entry["blocks_ms"], "ms": entry["measured_ms"], "macs": entry.get("macs")}] + [
+            {"blocks_ms": p["blocks_ms"], "ms": p["fraction"] * entry["measured_ms"], "macs": p.get("macs")}
+            for p in entry.get("calibration", [])]
         cached = self._fits.get(key)
         if cached is not None and cached[0] == len(points):
             return cached[1]
-        fallback = (entry["overhead_ms"], 1.0)
-        fitted = fallback
-        spread = max(s for s, _ in points) - min(s for s, _ in points)
-        if len(points) >= 3 and spread > 1e-3 * max(abs(entry["blocks_ms"]), 1e-12):
-            design = np.array([[1.0, s] for s, _ in points]) / np.array([[y] for _, y in points])
-            (intercept, scale), *_ = np.linalg.lstsq(design, np.ones(len(points)), rcond=None)
-            if np.isfinite(scale) and 0.05 <= scale <= 20.0:
-                fitted = (float(intercept), float(scale))
+        fitted = choose_fit(points, entry["overhead_ms"])
         self._fits[key] = (len(points), fitted)
         return fitted
 
     def predict(self, model: keras.Model) -> float:
-        """Predicted latency (ms) of `model`: its blocks at their widths, through its architecture's fit
-        (`intercept + scale * blocks`; see `fit`). Blocks or architectures not in the table yet are
-        measured first.
+        """Predicted latency (ms) of `model`: its blocks at their widths (and its MACs), through its
+        architecture's fit (`intercept + scale * blocks + ms_per_mac * MACs`; see `fit`). Blocks or
+        architectures not in the table yet are measured first.
 
         Example:
             >>> table.predict(pruned)
         """
-        intercept, scale = self.fit(model)
-        return intercept + scale * self.blocks_ms(model)
+        intercept, scale, per_mac = self.fit(model)
+        macs = float(analysis.count_macs(model)) if per_mac else 0.0
+        return intercept + scale * self.blocks_ms(model) + per_mac * macs
 
     def cost_model(self, graph: Any) -> CostModel:
         """A CostModel (ms) over the graph's tensors, for the budgeted planner; measures what is missing.
@@ -579,7 +674,7 @@ class LatencyTable:
             >>> cost = table.cost_model(DependencyGraph(model))
         """
         self.measure(graph.model, graph)
-        _, scale = self.fit(graph.model)
+        _, scale, per_mac = self.fit(graph.model)
         terms = []
         for block in self.blocks(graph.model)[0]:
             sig = block.signature()
@@ -589,6 +684,9 @@ class LatencyTable:
 
             terms.append(Term(block.in_key, block.out_key, fn, block.name,
                               tuple(call.layer.name for call in block.calls)))
+        if per_mac:
+            for term in macs_cost(graph).terms:  # the fit's MACs term, per layer call
+                terms.append(dataclasses.replace(term, fn=lambda wi, wo, f=term.fn: per_mac * f(wi, wo)))
         return CostModel("latency", graph, terms, self.predict(graph.model), "ms")
 
     # ----- whole models, measured -----
@@ -624,7 +722,8 @@ class LatencyTable:
             if record and structure_key(model) == key and math.isfinite(fraction):
                 entry = self._overhead(original)
                 entry.setdefault("calibration", []).append(
-                    {"blocks_ms": self.blocks_ms(model), "fraction": fraction})
+                    {"blocks_ms": self.blocks_ms(model), "fraction": fraction,
+                     "macs": float(analysis.count_macs(model))})
         if record:
             self.save()
         return fractions
@@ -634,9 +733,9 @@ class LatencyTable:
         """Time pruned versions of `model` (uniform and random per-group widths, multiples of
         `round_to`) against it with `compare` until the architecture has `samples` calibration points
         (points in the cache and plans measured by `prune_filters` count; none are timed if it has
-        them already) and refit the architecture's `fit`; returns {'intercept', 'scale', 'points',
-        'errors'}: 'errors' are the previous fit's relative errors on the new points. Deterministic
-        plans for a seed.
+        them already) and refit the architecture's `fit`; returns {'intercept', 'scale',
+        'ms_per_mac', 'points', 'errors'}: 'errors' are the previous fit's relative errors on the new
+        points. Deterministic plans for a seed.
 
         Example:
             >>> table.calibrate(model, samples=8)["scale"]

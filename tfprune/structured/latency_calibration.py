@@ -48,7 +48,7 @@ def calibrate(table: Any, model: keras.Model, samples: int = 8, seed: int = 0, m
               ignored_layers: Any = None) -> dict:
     """Measure pruned versions of `model` against it in `table`'s runtime until its architecture has
     `samples` calibration points (cached points count), and refit the table (see
-    `LatencyTable.calibrate`). Returns {'intercept', 'scale', 'points', 'errors'}.
+    `LatencyTable.calibrate`). Returns {'intercept', 'scale', 'ms_per_mac', 'points', 'errors'}.
 
     Example:
         >>> calibrate(table, model, samples=8)["points"]     # calibration points of the architecture
@@ -87,7 +87,7 @@ def calibrate(table: Any, model: keras.Model, samples: int = 8, seed: int = 0, m
         fractions += table.compare(model, [pruned])
         if bar:
             bar.update(n + 1)
-    intercept, scale = table.fit(model)
+    intercept, scale, per_mac = table.fit(model)
     points = len(table.models[structure_key(model)].get("calibration", []))
-    return {"intercept": intercept, "scale": scale, "points": points,
+    return {"intercept": intercept, "scale": scale, "ms_per_mac": per_mac, "points": points,
             "errors": [b / f - 1 for b, f in zip(before, fractions)]}
