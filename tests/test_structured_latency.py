@@ -14,7 +14,7 @@ from tfprune import analysis
 from tfprune.structured import LatencyTable, LatencyTableError, prune_filters, timing
 from tfprune.structured.fold import fold_batchnorm
 from tfprune.structured.graph import DependencyGraph
-from tfprune.structured.latency import LatencyFit, choose_fit, split_blocks
+from tfprune.structured.latency import LatencyFit, choose_fit, cpu_model, split_blocks
 from tfprune.keras_graph import flatten_model
 from tfprune.structured.models import resnet_cifar
 from tests.helpers import install_fake_runtime
@@ -549,3 +549,16 @@ def test_calibration_fits_macs_where_blocks_do_not_change(operator_fake):
     pruned, report = prune_filters(model, target_latency=0.6, latency_table=table, round_to=8,
                                    latency_tolerance=None)
     assert operator_ms(pruned) / operator_ms(model) == pytest.approx(0.6, abs=0.03)
+
+
+def test_cpu_model_tells_generations_with_one_generic_name_apart():
+    def cpuinfo(model, flags):
+        one = (f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {model}\n"
+               f"model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu sse2 {flags}\n")
+        return one + "\n" + one.replace("processor\t: 0", "processor\t: 1")
+
+    milan, genoa = cpu_model(cpuinfo(1, "avx avx2")), cpu_model(cpuinfo(17, "avx avx2 avx512f avx512bw"))
+    assert milan == "AMD EPYC (family 25, model 1, stepping 1, avx2)"
+    assert genoa == "AMD EPYC (family 25, model 17, stepping 1, avx512f)"
+    assert cpu_model("model name\t: Some CPU\n") == "Some CPU"  # nothing more to tell
+    assert cpu_model("") and cpu_model() and cpu_model() in LatencyTable("tflite").key_string

@@ -143,6 +143,7 @@ def latency_part(args) -> list[dict]:
                 common = {"model": name, "runtime": label, "batch": batch,
                           "table_seconds": round(table_seconds, 1), "table_measurements": table.measured,
                           "calibration_points": calibration["points"], "fit_scale": calibration["scale"],
+                          "fit_intercept": calibration["intercept"], "fit_ms_per_mac": calibration["ms_per_mac"],
                           "validation_measured": measured,
                           "validation_error_blocks": [p / m - 1 for p, m in zip(blocks_only, measured)],
                           "validation_error_calibrated": [p / m - 1 for p, m in zip(calibrated, measured)]}
@@ -291,11 +292,13 @@ def validation_cells(rows: list[dict]) -> list[dict]:
 
 
 def validation_table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
-    out = [("model", "runtime", "batch", "calibration plans", "fitted scale", "held-out plans measured",
+    out = [("model", "runtime", "batch", "calibration plans", "fitted scale", "MACs term (ms per GMAC)",
+            "held-out plans measured",
             "error, blocks only", "error, calibrated", f"within {PREDICTION_TOLERANCE:.0%} (calibrated)")]
     for r in validation_cells(rows):
         blocks, calibrated = r["validation_error_blocks"], r["validation_error_calibrated"]
         out.append((r["model"], r["runtime"], str(r["batch"]), str(r["calibration_points"]), f"{r['fit_scale']:.3f}",
+                    (f"{r['fit_ms_per_mac'] * 1e9:.3g}" if r["fit_ms_per_mac"] else "none") if "fit_ms_per_mac" in r else "-",
                     ", ".join(f"{m:.3f}" for m in r["validation_measured"]),
                     ", ".join(f"{e:+.0%}" for e in blocks), ", ".join(f"{e:+.0%}" for e in calibrated),
                     f"{sum(abs(e) <= PREDICTION_TOLERANCE for e in calibrated)} of {len(calibrated)}"))

@@ -71,20 +71,46 @@ class LatencyTableError(ValueError):
     """
 
 
-def cpu_model() -> str:
-    """The CPU model name (/proc/cpuinfo 'model name', else platform.processor()).
+def _cpuinfo_fields(text: str) -> dict[str, str]:
+    """The first processor's 'key: value' fields of /proc/cpuinfo text (keys lower-case)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU the latency cache is keyed by: /proc/cpuinfo's model name with its family, model and
+    stepping, and the widest vector extension (AVX-512, AVX2), since virtual machines often report a
+    generic name ('AMD EPYC') for processors of different generations that time layers differently.
+    Without /proc/cpuinfo, platform.processor().
 
     Example:
-        >>> cpu_model()    # 'Intel(R) Xeon(R) ...'
+        >>> cpu_model()    # 'AMD EPYC (family 25, model 17, stepping 1, avx512f)'
     """
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields = _cpuinfo_fields(cpuinfo)
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or platform.machine() or "unknown"
+    details = [f"{label} {fields[field]}" for label, field in
+               (("family", "cpu family"), ("model", "model"), ("stepping", "stepping")) if fields.get(field)]
+    flags = set(fields.get("flags", "").split())
+    vector = next((f for f in ("avx512f", "avx2", "avx", "asimd", "neon") if f in flags), None)
+    if vector:
+        details.append(vector)
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def runtime_version(runtime: str) -> str:
