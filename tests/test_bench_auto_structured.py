@@ -48,6 +48,12 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert abs(row["prediction_error_aware"]) < 1e-6  # the fake runtime is what the table predicts
     assert len(row["validation_measured"]) == 2 and max(map(abs, row["validation_error_calibrated"])) < 1e-6
     assert row["calibration_points"] == 2
+    points = row["validation_points"]  # what an offline refit needs; the fake runtime: blocks + fixed cost
+    assert [p["fraction"] for p in points] == pytest.approx(row["validation_measured"])
+    assert all(0 < p["macs_fraction"] < 1 for p in points)
+    fixed_ms = row["original_ms"] - row["original_blocks_ms"]
+    assert [(p["blocks_ms"] + fixed_ms) / row["original_ms"] for p in points] == pytest.approx(
+        row["validation_measured"], rel=1e-6)
     assert row["macs_fraction_uniform"] <= row["macs_fraction_aware"] + 1e-9
     methods = [r["method"] for r in result["accuracy_rows"]]
     assert methods == ["uniform L1", "uniform L1, any width", "latency-aware (knapsack, L1)",

@@ -134,8 +134,8 @@ def latency_part(args) -> list[dict]:
                 table.repeats = repeats  # whole-model comparisons (blocks are cached)
                 validation = held_out_plans(model, args.validation_plans, seed=1000)
                 entry = table.models[latency_lib.structure_key(model)]
-                blocks_only = [(entry["overhead_ms"] + table.blocks_ms(p)) / entry["measured_ms"]
-                               for p in validation]
+                validation_blocks = [table.blocks_ms(p) for p in validation]
+                blocks_only = [(entry["overhead_ms"] + b) / entry["measured_ms"] for b in validation_blocks]
                 calibration = table.calibrate(model, samples=args.calibration_samples, seed=0)
                 calibrated = [table.predict(p) / table.predict(model) for p in validation]
                 measured = table.compare(model, validation, record=False)
@@ -146,7 +146,13 @@ def latency_part(args) -> list[dict]:
                           "fit_intercept": calibration["intercept"], "fit_ms_per_mac": calibration["ms_per_mac"],
                           "validation_measured": measured,
                           "validation_error_blocks": [p / m - 1 for p, m in zip(blocks_only, measured)],
-                          "validation_error_calibrated": [p / m - 1 for p, m in zip(calibrated, measured)]}
+                          "validation_error_calibrated": [p / m - 1 for p, m in zip(calibrated, measured)],
+                          # what a fit sees of each held-out plan, so that other fits can be checked offline
+                          # against these measurements (with the cache's calibration points)
+                          "validation_points": [
+                              {"blocks_ms": b, "macs_fraction": analysis.count_macs(p) / macs, "fraction": m}
+                              for b, p, m in zip(validation_blocks, validation, measured)],
+                          "original_blocks_ms": entry["blocks_ms"], "original_ms": entry["measured_ms"]}
                 for budget in args.budgets:
                     plan_start = time.perf_counter()
                     channel_floor = None
