@@ -14,7 +14,7 @@ from tfprune import analysis
 from tfprune.structured import LatencyTable, LatencyTableError, prune_filters, timing
 from tfprune.structured.fold import fold_batchnorm
 from tfprune.structured.graph import DependencyGraph
-from tfprune.structured.latency import LatencyFit, choose_fit, cpu_model, split_blocks
+from tfprune.structured.latency import LatencyFit, choose_fit, cpu_model, split_blocks, sqrt_macs
 from tfprune.keras_graph import flatten_model
 from tfprune.structured.models import resnet_cifar
 from tests.helpers import install_fake_runtime
@@ -242,7 +242,7 @@ def test_calibration_fits_whole_models(fused_fake, tmp_path):
     summary = table.calibrate(model, samples=4, seed=0)
     assert summary["points"] == 4 and len(summary["errors"]) == 4
     assert min(abs(e) for e in summary["errors"]) > 0.1
-    intercept, scale, per_mac = table.fit(model)
+    intercept, scale, per_mac, per_sqrt = table.fit(model)
     assert scale == pytest.approx(WHOLE_SCALE, rel=1e-6) and summary["scale"] == scale
     assert per_mac == 0.0 and summary["ms_per_mac"] == 0.0  # 4 pruned points: too few for a MACs term
     assert intercept == pytest.approx(CALL_MS, abs=1e-6)  # the call; every MAC is in some block
@@ -309,6 +309,19 @@ def test_sample_plans_cover_the_range_deterministically():
     uniform = [p for i, p in enumerate(first) if i % 2 == 0]
     assert len({tuple(p) for p in uniform}) >= 2  # uniform plans at different fractions
     assert all(0 <= j < len(o) for p in first for j, o in zip(p, options))
+
+
+def test_sample_plans_reach_lightly_pruned_widths_without_bias():
+    from tfprune.structured.latency_calibration import _round_to_option
+
+    rng = np.random.default_rng(0)
+    options = np.array([8, 16])  # a 16-channel layer with round_to=8
+    picks = [options[_round_to_option(options, 15.0, rng)] for _ in range(4000)]
+    assert np.mean(picks) == pytest.approx(15.0, abs=0.2)  # the expected width is the asked one
+    assert _round_to_option(options, 16.0, rng) == 1 and _round_to_option(options, 8.0, rng) == 0
+    assert _round_to_option(options, 3.0, rng) == 0  # below the smallest option: the smallest
+    wide = np.array([8, 16, 24, 32])
+    assert {int(wide[_round_to_option(wide, 20.0, rng)]) for _ in range(200)} == {16, 24}
 
 
 def test_a_budget_just_below_the_predicted_smallest_plan_is_measured(fused_fake):
@@ -490,6 +503,32 @@ def test_choose_fit_adds_macs_when_blocks_miss_the_measurements():
     assert choose_fit(points_of(blocks[:4], macs[:4], ms[:4]), fallback_intercept=0.0).ms_per_mac == 0.0
 
 
+def test_choose_fit_takes_the_square_root_of_macs_where_latency_is_concave_in_them():
+    rng = np.random.default_rng(1)
+    roots = np.array([1e5, *rng.uniform(3e4, 9e4, 8)])
+    macs = roots ** 2 / 60.0 * rng.uniform(0.8, 1.2, 9)  # one layer's square root is not the total's
+    macs[0] = roots[0] ** 2 / 60.0
+    blocks = 5.0 + rng.uniform(-0.3, 0.3, 9)
+    ms = 1.5 + 3e-5 * roots
+    points = [{"blocks_ms": b, "macs": m, "sqrt_macs": r, "ms": y} for b, m, r, y in zip(blocks, macs, roots, ms)]
+    fit = choose_fit(points, fallback_intercept=0.0)
+    assert fit.ms_per_sqrt_mac == pytest.approx(3e-5, rel=1e-6) and fit.ms_per_mac == 0.0
+    assert fit.intercept == pytest.approx(1.5, rel=1e-5) and fit.scale == 0.0
+    # linear in the MACs: the MACs term, not the square roots
+    linear = [dict(p, ms=1.0 + 4e-8 * p["macs"]) for p in points]
+    assert choose_fit(linear, 0.0) == pytest.approx(LatencyFit(1.0, 0.0, 4e-8, 0.0))
+    # a work term that explains the points only a little better than the blocks is not taken
+    noisy = [dict(p, ms=(1.0 + 0.8 * p["blocks_ms"]) * (1 + 0.01 * rng.standard_normal())) for p in points]
+    assert choose_fit(noisy, 0.0)[2:] == (0.0, 0.0)
+
+
+def test_sqrt_macs_sums_each_layer_calls_square_root():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Conv2D(2, 1)])
+    first, second = 6 * 6 * 4 * 27, 6 * 6 * 2 * 4
+    assert analysis.count_macs(model) == first + second
+    assert sqrt_macs(model) == pytest.approx(np.sqrt(first) + np.sqrt(second))
+
+
 def test_choose_fit_falls_back_to_the_blocks_as_timed():
     assert choose_fit(points_of([4.0, 2.0], [1e8, 5e7], [5.0, 3.0]), 1.0) == LatencyFit(1.0, 1.0, 0.0)
     # latency that rises as the blocks fall: no valid form, the fallback
@@ -549,6 +588,52 @@ def test_calibration_fits_macs_where_blocks_do_not_change(operator_fake):
     pruned, report = prune_filters(model, target_latency=0.6, latency_table=table, round_to=8,
                                    latency_tolerance=None)
     assert operator_ms(pruned) / operator_ms(model) == pytest.approx(0.6, abs=0.03)
+
+
+MS_PER_SQRT_MAC = 1e-4  # whole models of the concave runtime: 0.1 us x the sum of each layer's sqrt(MACs)
+
+
+@pytest.fixture
+def concave_fake(monkeypatch):
+    """A runtime like TensorFlow at batch 1 with small layers far from peak speed: tiny block models show
+    no width dependence, and a whole model's latency grows with the square root of each layer's MACs."""
+    clock = FakeClock()
+
+    def make_runner(runtime, model, x, threads=None, io=True):
+        seconds = (OP_MS * len(model.layers) + CALL_MS) / 1000
+        if len(model.layers) > 6:
+            seconds += MS_PER_SQRT_MAC * sqrt_macs(model) * x.shape[0] / 1000
+
+        def run():
+            clock.now += seconds
+
+        return run
+
+    install_fake_runtime(monkeypatch, make_runner)
+    return clock
+
+
+def test_calibration_fits_per_layer_square_roots_of_macs_and_the_planner_uses_them(concave_fake):
+    model = resnet_cifar(8)
+    table = LatencyTable("tf", round_to=8, clock=concave_fake, repeats=1, warmup=0, instances=1)
+    summary = table.calibrate(model, samples=8, seed=0)
+    assert summary["ms_per_sqrt_mac"] > 0 and summary["ms_per_mac"] == 0.0 and summary["scale"] < 0.05
+
+    def concave_ms(m):
+        deployed = fold_batchnorm(m)
+        return OP_MS * len(deployed.layers) + CALL_MS + MS_PER_SQRT_MAC * sqrt_macs(deployed)
+
+    for r in (0.3, 0.6, 0.8):  # plans the calibration never saw
+        pruned, _ = prune_filters(model, pruning_ratio=r, round_to=8)
+        assert table.predict(pruned) == pytest.approx(concave_ms(pruned), rel=2e-2)
+    graph = DependencyGraph(model)
+    cost = table.cost_model(graph)
+    kept = {g.index: max(8, len(g.units) // 2) for g in graph.groups}
+    built, _ = prune_filters(model, plan={g.producers[0]: kept[g.index] for g in graph.groups}, round_to=8)
+    assert cost.cost(kept) == pytest.approx(table.predict(built), rel=1e-3)
+    # a budget met by measurement on this runtime
+    pruned, report = prune_filters(model, target_latency=0.7, latency_table=table, round_to=8)
+    assert abs(concave_ms(pruned) / concave_ms(model) / 0.7 - 1) <= 0.05
 
 
 def test_cpu_model_tells_generations_with_one_generic_name_apart():

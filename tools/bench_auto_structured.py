@@ -138,19 +138,25 @@ def latency_part(args) -> list[dict]:
                 blocks_only = [(entry["overhead_ms"] + b) / entry["measured_ms"] for b in validation_blocks]
                 calibration = table.calibrate(model, samples=args.calibration_samples, seed=0)
                 calibrated = [table.predict(p) / table.predict(model) for p in validation]
+                fit = table.fit(model)
+                work_ms = fit.ms_per_mac * macs + fit.ms_per_sqrt_mac * latency_lib.sqrt_macs(model)
                 measured = table.compare(model, validation, record=False)
                 table_seconds = time.perf_counter() - start
                 common = {"model": name, "runtime": label, "batch": batch,
                           "table_seconds": round(table_seconds, 1), "table_measurements": table.measured,
                           "calibration_points": calibration["points"], "fit_scale": calibration["scale"],
                           "fit_intercept": calibration["intercept"], "fit_ms_per_mac": calibration["ms_per_mac"],
+                          "fit_ms_per_sqrt_mac": calibration["ms_per_sqrt_mac"],
+                          "fit_work_share": work_ms / table.predict(model),
                           "validation_measured": measured,
                           "validation_error_blocks": [p / m - 1 for p, m in zip(blocks_only, measured)],
                           "validation_error_calibrated": [p / m - 1 for p, m in zip(calibrated, measured)],
                           # what a fit sees of each held-out plan, so that other fits can be checked offline
                           # against these measurements (with the cache's calibration points)
                           "validation_points": [
-                              {"blocks_ms": b, "macs_fraction": analysis.count_macs(p) / macs, "fraction": m}
+                              {"blocks_ms": b, "macs_fraction": analysis.count_macs(p) / macs,
+                               "sqrt_macs_fraction": latency_lib.sqrt_macs(p) / latency_lib.sqrt_macs(model),
+                               "fraction": m}
                               for b, p, m in zip(validation_blocks, validation, measured)],
                           "original_blocks_ms": entry["blocks_ms"], "original_ms": entry["measured_ms"]}
                 for budget in args.budgets:
@@ -297,14 +303,26 @@ def validation_cells(rows: list[dict]) -> list[dict]:
     return [r for r in cells.values() if "validation_measured" in r]
 
 
+def work_term(row: dict) -> str:
+    """The fit's work term: MACs or per-layer square roots of MACs, and its share of the original's
+    predicted latency ('none' for the blocks alone)."""
+    if "fit_work_share" not in row:  # logs of earlier versions: ms per GMAC
+        return (f"MACs, {row['fit_ms_per_mac'] * 1e9:.3g} ms/GMAC" if row.get("fit_ms_per_mac") else "none")
+    if not row["fit_ms_per_mac"] and not row["fit_ms_per_sqrt_mac"]:
+        return "none"
+    name = "MACs" if row["fit_ms_per_mac"] and not row["fit_ms_per_sqrt_mac"] else \
+        "per-layer sqrt(MACs)" if row["fit_ms_per_sqrt_mac"] and not row["fit_ms_per_mac"] else "both"
+    return f"{name}, {row['fit_work_share']:.0%}"
+
+
 def validation_table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
-    out = [("model", "runtime", "batch", "calibration plans", "fitted scale", "MACs term (ms per GMAC)",
+    out = [("model", "runtime", "batch", "calibration plans", "fitted scale", "work term (of the original's ms)",
             "held-out plans measured",
             "error, blocks only", "error, calibrated", f"within {PREDICTION_TOLERANCE:.0%} (calibrated)")]
     for r in validation_cells(rows):
         blocks, calibrated = r["validation_error_blocks"], r["validation_error_calibrated"]
         out.append((r["model"], r["runtime"], str(r["batch"]), str(r["calibration_points"]), f"{r['fit_scale']:.3f}",
-                    (f"{r['fit_ms_per_mac'] * 1e9:.3g}" if r["fit_ms_per_mac"] else "none") if "fit_ms_per_mac" in r else "-",
+                    work_term(r),
                     ", ".join(f"{m:.3f}" for m in r["validation_measured"]),
                     ", ".join(f"{e:+.0%}" for e in blocks), ", ".join(f"{e:+.0%}" for e in calibrated),
                     f"{sum(abs(e) <= PREDICTION_TOLERANCE for e in calibrated)} of {len(calibrated)}"))
@@ -464,7 +482,7 @@ def parse_args(argv: Sequence[str] | None = None):
                         help="latency part: each end-to-end timing (a plan against the original) goes on past "
                         "--repeats until its timed calls add up to this many seconds (LatencyTable min_seconds)")
     parser.add_argument("--table_repeats", type=int, default=20, help="timed calls per latency-table entry")
-    parser.add_argument("--calibration_samples", type=int, default=8,
+    parser.add_argument("--calibration_samples", type=int, default=12,
                         help="pruned versions timed end to end to fit each latency table (LatencyTable.calibrate)")
     parser.add_argument("--validation_plans", type=int, default=4,
                         help="held-out pruned versions per cell on which the table's predictions are checked")

@@ -250,19 +250,40 @@ def _extrapolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
 
 class LatencyFit(NamedTuple):
     """An architecture's fit to whole-model measurements: latency (ms) = `intercept` + `scale` x the
-    sum of its blocks (ms) + `ms_per_mac` x its MACs (per sample; 0 unless MACs improve the fit).
+    sum of its blocks (ms) + `ms_per_mac` x its MACs (per sample) + `ms_per_sqrt_mac` x the sum over
+    its layers of the square root of each layer's MACs (see `sqrt_macs`). The MACs terms are 0 unless
+    they predict the measurements clearly better than the blocks alone.
 
     Example:
-        >>> intercept, scale, ms_per_mac = table.fit(model)
+        >>> intercept, scale, ms_per_mac, ms_per_sqrt_mac = table.fit(model)
     """
 
     intercept: float
     scale: float
     ms_per_mac: float = 0.0
+    ms_per_sqrt_mac: float = 0.0
 
 
 MIN_POINTS_WITH_MACS = 5  # the original and 4 pruned versions before a fit may use MACs
-MACS_GAIN = 0.9  # a fit with MACs must cut the leave-one-out error by at least 10%
+MACS_GAIN = 0.7  # a fit with a MACs term must cut the leave-one-out error by at least 30%
+
+
+def sqrt_macs(model: keras.Model) -> float:
+    """The sum over `model`'s layer calls of the square root of each call's MACs (per sample).
+
+    A layer's latency grows more slowly than its MACs where the runtime is far from its peak
+    throughput (TensorFlow at batch 1: small convolutions run at a fraction of the speed of wide
+    ones), so a latency fit may use this concave measure of work beside (or instead of) the MACs.
+
+    Example:
+        >>> sqrt_macs(model)      # e.g. 1.2e5 for ResNet-56
+    """
+    calls, _, _ = flatten_model(model)
+    total = 0.0
+    for call in calls:
+        if call.input_shapes and call.output_shapes:
+            total += math.sqrt(max(analysis.layer_macs(call.layer, call.input_shapes[0], call.output_shapes[0]), 0))
+    return total
 
 
 def _solve(rows: np.ndarray, measured: np.ndarray) -> np.ndarray:
@@ -275,9 +296,10 @@ def _valid(coef: np.ndarray, columns: tuple[str, ...]) -> bool:
     values = dict(zip(columns, coef))
     if not np.all(np.isfinite(coef)):
         return False
-    if "macs" not in columns:
+    work = [c for c in columns if c in ("macs", "sqrt_macs")]
+    if not work:
         return 0.05 <= values["blocks"] <= 20.0
-    return values["macs"] >= 0.0 and 0.0 <= values.get("blocks", 0.0) <= 20.0
+    return all(values[c] >= 0.0 for c in work) and 0.0 <= values.get("blocks", 0.0) <= 20.0
 
 
 def _loo_error(rows: np.ndarray, measured: np.ndarray) -> float:
@@ -291,17 +313,18 @@ def _loo_error(rows: np.ndarray, measured: np.ndarray) -> float:
 
 
 def choose_fit(points: Sequence[dict], fallback_intercept: float) -> LatencyFit:
-    """The fit of whole-model measurements `points` ({'blocks_ms', 'ms', optional 'macs'}, the
-    original first): `intercept + scale * blocks`, or with a MACs term (blocks and MACs, or MACs
-    alone) when every point has MACs, there are at least `MIN_POINTS_WITH_MACS`, and its
-    leave-one-out relative error is at least 10% below the blocks-only fit's. Coefficients out of
-    range (a scale outside [0.05, 20] without MACs, a negative one with them) rule a form out; with
-    none left, `(fallback_intercept, 1, 0)`: the blocks as timed.
+    """The fit of whole-model measurements `points` ({'blocks_ms', 'ms', optional 'macs' and
+    'sqrt_macs'}, the original first): `intercept + scale * blocks`, or with one work term, the MACs
+    or the per-layer square roots of the MACs (`sqrt_macs`), beside the blocks or alone, when every
+    point has it, there are at least `MIN_POINTS_WITH_MACS`, and its leave-one-out relative error is
+    at least 30% below the blocks-only fit's (the form with the smallest such error wins).
+    Coefficients out of range (a scale outside [0.05, 20] without a work term, a negative one with
+    it) rule a form out; with none left, `(fallback_intercept, 1, 0, 0)`: the blocks as timed.
 
     Example:
-        >>> choose_fit([{"blocks_ms": 4.0, "ms": 5.0, "macs": 1e8}, ...], fallback_intercept=1.0)
+        >>> choose_fit([{"blocks_ms": 4.0, "ms": 5.0, "macs": 1e8, "sqrt_macs": 9e4}, ...], 1.0)
     """
-    fallback = LatencyFit(float(fallback_intercept), 1.0, 0.0)
+    fallback = LatencyFit(float(fallback_intercept), 1.0, 0.0, 0.0)
     if len(points) < 3:
         return fallback
     blocks = np.array([p["blocks_ms"] for p in points], dtype=float)
@@ -313,21 +336,26 @@ def choose_fit(points: Sequence[dict], fallback_intercept: float) -> LatencyFit:
     forms: list[tuple[tuple[str, ...], np.ndarray]] = []
     if blocks_spread:
         forms.append((("one", "blocks"), np.stack([np.ones_like(blocks), blocks], axis=1)))
-    with_macs = (all(p.get("macs") for p in points) and len(points) >= MIN_POINTS_WITH_MACS
-                 and np.all(measured > 0))
-    if with_macs:
-        macs = np.array([p["macs"] for p in points], dtype=float) / float(points[0]["macs"])  # of the original
-        if np.ptp(macs) > 1e-6:
-            forms.append((("one", "macs"), np.stack([np.ones_like(macs), macs], axis=1)))
-            if blocks_spread:
-                forms.append((("one", "blocks", "macs"), np.stack([np.ones_like(macs), blocks, macs], axis=1)))
+    enough = len(points) >= MIN_POINTS_WITH_MACS and bool(np.all(measured > 0))
+    scales = {}  # work term -> the original's value (columns are fractions of it)
+    for name in ("macs", "sqrt_macs"):
+        if not enough or not all(p.get(name) for p in points):
+            continue
+        work = np.array([p[name] for p in points], dtype=float) / float(points[0][name])
+        if np.ptp(work) <= 1e-6:
+            continue
+        scales[name] = float(points[0][name])
+        forms.append((("one", name), np.stack([np.ones_like(work), work], axis=1)))
+        if blocks_spread:
+            forms.append((("one", "blocks", name), np.stack([np.ones_like(work), blocks, work], axis=1)))
+    with_work = bool(scales)
     best, best_error = None, math.inf
     for columns, rows in forms:
         coef = _solve(rows, measured)
         if not _valid(coef, columns):
             continue
-        error = _loo_error(rows, measured) if with_macs else 0.0
-        if "macs" in columns and best is not None and "macs" not in best[0]:
+        error = _loo_error(rows, measured) if with_work else 0.0
+        if columns[-1] in scales and best is not None and best[0][-1] not in scales:
             if error >= MACS_GAIN * best_error:
                 continue
         elif best is not None and error >= best_error:
@@ -336,8 +364,9 @@ def choose_fit(points: Sequence[dict], fallback_intercept: float) -> LatencyFit:
     if best is None:
         return fallback
     values = dict(zip(*best))
-    per_mac = values.get("macs", 0.0) / float(points[0]["macs"]) if "macs" in values else 0.0
-    return LatencyFit(float(values["one"]), float(values.get("blocks", 0.0)), float(per_mac))
+    per = {name: values[name] / scales[name] if name in values else 0.0 for name in ("macs", "sqrt_macs")}
+    return LatencyFit(float(values["one"]), float(values.get("blocks", 0.0)), float(per["macs"]),
+                      float(per["sqrt_macs"]))
 
 
 class LatencyTable:
@@ -583,9 +612,12 @@ class LatencyTable:
             self._ensure_exact(blocks)
             parts = sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
             self.models[key] = {"measured_ms": measured, "blocks_ms": parts, "overhead_ms": measured - parts,
-                                "macs": float(analysis.count_macs(model))}
+                                "macs": float(analysis.count_macs(model)), "sqrt_macs": sqrt_macs(model)}
             self.save()
-        return self.models[key]
+        entry = self.models[key]
+        if "sqrt_macs" not in entry:  # cached by an earlier version
+            entry["sqrt_macs"] = sqrt_macs(model)
+        return entry
 
     def _ensure_exact(self, blocks: list[Block]) -> None:
         todo = []
@@ -654,25 +686,27 @@ class LatencyTable:
         return sum(self._lookup(b, b.wi0, b.wo0, extrapolate=False) or 0.0 for b in blocks)
 
     def fit(self, model: keras.Model) -> LatencyFit:
-        """`LatencyFit(intercept ms, scale, ms_per_mac)` of `model`'s architecture: latency =
-        intercept + scale * blocks_ms + ms_per_mac * MACs.
+        """`LatencyFit(intercept ms, scale, ms_per_mac, ms_per_sqrt_mac)` of `model`'s architecture:
+        latency = intercept + scale * blocks_ms + ms_per_mac * MACs + ms_per_sqrt_mac * sqrt_macs.
 
         Without whole-model measurements of pruned versions (`calibrate`) the scale is 1, the MACs
-        term 0 and the intercept the fixed part measured on the original. The fit minimises relative
+        terms 0 and the intercept the fixed part measured on the original. The fit minimises relative
         errors over the original and every measured pruned version (see `choose_fit`): the blocks
-        alone, or with MACs where that predicts the measured plans clearly better (leave-one-out); a
-        fit that would make latency fall faster than the blocks' sum, or not at all, is refused
-        (scale kept in [0.05, 20]), falling back to scale 1.
+        alone, or with the MACs or their per-layer square roots where that predicts the measured plans
+        clearly better (leave-one-out); a fit that would make latency fall faster than the blocks'
+        sum, or not at all, is refused (scale kept in [0.05, 20]), falling back to scale 1.
 
         Example:
-            >>> intercept, scale, ms_per_mac = table.fit(model)
+            >>> intercept, scale, ms_per_mac, ms_per_sqrt_mac = table.fit(model)
         """
         entry = self._overhead(model)
         return self._fit_entry(structure_key(model), entry)
 
     def _fit_entry(self, key: str, entry: dict) -> LatencyFit:
-        points = [{"blocks_ms": entry["blocks_ms"], "ms": entry["measured_ms"], "macs": entry.get("macs")}] + [
-            {"blocks_ms": p["blocks_ms"], "ms": p["fraction"] * entry["measured_ms"], "macs": p.get("macs")}
+        points = [{"blocks_ms": entry["blocks_ms"], "ms": entry["measured_ms"], "macs": entry.get("macs"),
+                   "sqrt_macs": entry.get("sqrt_macs")}] + [
+            {"blocks_ms": p["blocks_ms"], "ms": p["fraction"] * entry["measured_ms"], "macs": p.get("macs"),
+             "sqrt_macs": p.get("sqrt_macs")}
             for p in entry.get("calibration", [])]
         cached = self._fits.get(key)
         if cached is not None and cached[0] == len(points):
@@ -683,15 +717,16 @@ class LatencyTable:
 
     def predict(self, model: keras.Model) -> float:
         """Predicted latency (ms) of `model`: its blocks at their widths (and its MACs), through its
-        architecture's fit (`intercept + scale * blocks + ms_per_mac * MACs`; see `fit`). Blocks or
-        architectures not in the table yet are measured first.
+        architecture's fit (`intercept + scale * blocks + ms_per_mac * MACs + ms_per_sqrt_mac *
+        sqrt_macs`; see `fit`). Blocks or architectures not in the table yet are measured first.
 
         Example:
             >>> table.predict(pruned)
         """
-        intercept, scale, per_mac = self.fit(model)
+        intercept, scale, per_mac, per_sqrt = self.fit(model)
         macs = float(analysis.count_macs(model)) if per_mac else 0.0
-        return intercept + scale * self.blocks_ms(model) + per_mac * macs
+        roots = sqrt_macs(model) if per_sqrt else 0.0
+        return intercept + scale * self.blocks_ms(model) + per_mac * macs + per_sqrt * roots
 
     def cost_model(self, graph: Any) -> CostModel:
         """A CostModel (ms) over the graph's tensors, for the budgeted planner; measures what is missing.
@@ -700,7 +735,7 @@ class LatencyTable:
             >>> cost = table.cost_model(DependencyGraph(model))
         """
         self.measure(graph.model, graph)
-        _, scale, per_mac = self.fit(graph.model)
+        _, scale, per_mac, per_sqrt = self.fit(graph.model)
         terms = []
         for block in self.blocks(graph.model)[0]:
             sig = block.signature()
@@ -710,9 +745,10 @@ class LatencyTable:
 
             terms.append(Term(block.in_key, block.out_key, fn, block.name,
                               tuple(call.layer.name for call in block.calls)))
-        if per_mac:
-            for term in macs_cost(graph).terms:  # the fit's MACs term, per layer call
-                terms.append(dataclasses.replace(term, fn=lambda wi, wo, f=term.fn: per_mac * f(wi, wo)))
+        if per_mac or per_sqrt:
+            for term in macs_cost(graph).terms:  # the fit's MACs terms, per layer call
+                terms.append(dataclasses.replace(
+                    term, fn=lambda wi, wo, f=term.fn: per_mac * f(wi, wo) + per_sqrt * math.sqrt(max(f(wi, wo), 0.0))))
         return CostModel("latency", graph, terms, self.predict(graph.model), "ms")
 
     # ----- whole models, measured -----
@@ -749,7 +785,7 @@ class LatencyTable:
                 entry = self._overhead(original)
                 entry.setdefault("calibration", []).append(
                     {"blocks_ms": self.blocks_ms(model), "fraction": fraction,
-                     "macs": float(analysis.count_macs(model))})
+                     "macs": float(analysis.count_macs(model)), "sqrt_macs": sqrt_macs(model)})
         if record:
             self.save()
         return fractions
@@ -760,7 +796,7 @@ class LatencyTable:
         `round_to`) against it with `compare` until the architecture has `samples` calibration points
         (points in the cache and plans measured by `prune_filters` count; none are timed if it has
         them already) and refit the architecture's `fit`; returns {'intercept', 'scale',
-        'ms_per_mac', 'points', 'errors'}: 'errors' are the previous fit's relative errors on the new
+        'ms_per_mac', 'ms_per_sqrt_mac', 'points', 'errors'}: 'errors' are the previous fit's relative errors on the new
         points. Deterministic plans for a seed.
 
         Example:
