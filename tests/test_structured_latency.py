@@ -539,16 +539,15 @@ def test_choose_fit_falls_back_to_the_blocks_as_timed():
 OP_MS, WHOLE_NS_PER_MAC = 0.02, 2e-9  # the per-operator runtime: every layer 20 us, whole models 2 ns per MAC
 
 
-@pytest.fixture
-def operator_fake(monkeypatch):
-    """A runtime like TensorFlow at batch 1: a layer costs a fixed 20 us at any width, so tiny block models
-    show no width dependence at all, while whole models (more than 6 layers) also pay 2 ns per MAC."""
+def per_operator_runtime(monkeypatch, whole_seconds):
+    """A fake runtime in which every layer costs `OP_MS` at any width and models of more than 6 layers
+    (whole models, not the tiny block models) also cost `whole_seconds(model)` per sample."""
     clock = FakeClock()
 
     def make_runner(runtime, model, x, threads=None, io=True):
         seconds = (OP_MS * len(model.layers) + CALL_MS) / 1000
         if len(model.layers) > 6:
-            seconds += WHOLE_NS_PER_MAC * analysis.count_macs(model) * x.shape[0]
+            seconds += whole_seconds(model) * x.shape[0]
 
         def run():
             clock.now += seconds
@@ -557,6 +556,13 @@ def operator_fake(monkeypatch):
 
     install_fake_runtime(monkeypatch, make_runner)
     return clock
+
+
+@pytest.fixture
+def operator_fake(monkeypatch):
+    """A runtime like TensorFlow at batch 1: a layer costs a fixed 20 us at any width, so tiny block models
+    show no width dependence at all, while whole models (more than 6 layers) also pay 2 ns per MAC."""
+    return per_operator_runtime(monkeypatch, lambda model: WHOLE_NS_PER_MAC * analysis.count_macs(model))
 
 
 def operator_ms(model):
@@ -597,20 +603,7 @@ MS_PER_SQRT_MAC = 1e-4  # whole models of the concave runtime: 0.1 us x the sum 
 def concave_fake(monkeypatch):
     """A runtime like TensorFlow at batch 1 with small layers far from peak speed: tiny block models show
     no width dependence, and a whole model's latency grows with the square root of each layer's MACs."""
-    clock = FakeClock()
-
-    def make_runner(runtime, model, x, threads=None, io=True):
-        seconds = (OP_MS * len(model.layers) + CALL_MS) / 1000
-        if len(model.layers) > 6:
-            seconds += MS_PER_SQRT_MAC * sqrt_macs(model) * x.shape[0] / 1000
-
-        def run():
-            clock.now += seconds
-
-        return run
-
-    install_fake_runtime(monkeypatch, make_runner)
-    return clock
+    return per_operator_runtime(monkeypatch, lambda model: MS_PER_SQRT_MAC * sqrt_macs(model) / 1000)
 
 
 def test_calibration_fits_per_layer_square_roots_of_macs_and_the_planner_uses_them(concave_fake):
