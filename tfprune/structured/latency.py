@@ -747,8 +747,11 @@ class LatencyTable:
                               tuple(call.layer.name for call in block.calls)))
         if per_mac or per_sqrt:
             for term in macs_cost(graph).terms:  # the fit's MACs terms, per layer call
-                terms.append(dataclasses.replace(
-                    term, fn=lambda wi, wo, f=term.fn: per_mac * f(wi, wo) + per_sqrt * math.sqrt(max(f(wi, wo), 0.0))))
+                def work_ms(wi, wo, macs_of=term.fn):
+                    macs = macs_of(wi, wo)
+                    return per_mac * macs + per_sqrt * math.sqrt(max(macs, 0.0))
+
+                terms.append(dataclasses.replace(term, fn=work_ms))
         return CostModel("latency", graph, terms, self.predict(graph.model), "ms")
 
     # ----- whole models, measured -----
@@ -796,8 +799,8 @@ class LatencyTable:
         `round_to`) against it with `compare` until the architecture has `samples` calibration points
         (points in the cache and plans measured by `prune_filters` count; none are timed if it has
         them already) and refit the architecture's `fit`; returns {'intercept', 'scale',
-        'ms_per_mac', 'ms_per_sqrt_mac', 'points', 'errors'}: 'errors' are the previous fit's relative errors on the new
-        points. Deterministic plans for a seed.
+        'ms_per_mac', 'ms_per_sqrt_mac', 'points', 'errors'}: 'errors' are the previous fit's relative
+        errors on the new points. Deterministic plans for a seed.
 
         Example:
             >>> table.calibrate(model, samples=8)["scale"]
