@@ -5,6 +5,7 @@ atomically into the README block."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.helpers import load_tool, install_fake_runtime
@@ -45,6 +46,9 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert row["model"] == "ResNet-8 16x16" and row["budget"] == 0.5
     assert abs(row["fraction_aware"] / 0.5 - 1) <= 0.05 and row["aware_met"]
     assert row["planner_fraction"] == pytest.approx(row["fraction_aware"]) and row["attempts"] >= 1
+    finals = row["final_comparisons"]  # fresh comparisons after planning (default 2): the result is their mean
+    assert len(finals) == 2 and row["fraction_aware"] == pytest.approx(np.mean([f[0] for f in finals]))
+    assert row["fraction_uniform"] == pytest.approx(np.mean([f[1] for f in finals]))
     assert abs(row["prediction_error_aware"]) < 1e-6  # the fake runtime is what the table predicts
     assert len(row["validation_measured"]) == 2 and max(map(abs, row["validation_error_calibrated"])) < 1e-6
     assert row["calibration_points"] == 2
@@ -110,3 +114,10 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert cells["command"] == "full run` and `cells rerun"
     assert cells["accuracy_rows"] == json.loads(json.dumps(result["accuracy_rows"], default=float))
     assert cells["settings"].startswith("latency part 1 and accuracy part: ") and "; latency part 2: " in cells["settings"]
+
+
+def test_final_comparisons_must_be_positive(bench, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(["--final_comparisons", "0"])
+    assert exit_info.value.code == 2
+    assert "--final_comparisons must be at least 1, received 0" in capsys.readouterr().err

@@ -414,11 +414,12 @@ def flat_fake(monkeypatch):
     return clock
 
 
-@pytest.mark.parametrize("slope, budget, band, measurements", [(0.125, 0.49, 0.025, 2), (0.02, 0.5, 0.05, 1)])
+@pytest.mark.parametrize("slope, budget, band, measurements", [(0.125, 0.49, 0.025, 3), (0.02, 0.5, 0.05, 3)])
 def test_measured_budget_crosses_a_flat_stretch(flat_fake, slope, budget, band, measurements):
     """Plans across the stretch all measure about the same: the goal has to step on faster than the
     measured miss says, then interpolate between the plans below and above the budget. A plan within
-    half the tolerance is measured again on fresh instances."""
+    half the tolerance is confirmed by two more comparisons on fresh instances; a plan returned
+    without that (the search ran out of plans) is confirmed before it is returned."""
     model = resnet_cifar(8)
     flat_fake.reference, flat_fake.slope = fold_batchnorm(model), slope
     table = LatencyTable("tflite", round_to=8, clock=flat_fake, repeats=1, warmup=0, instances=1)
@@ -428,6 +429,60 @@ def test_measured_budget_crosses_a_flat_stretch(flat_fake, slope, budget, band, 
     assert report.budget["measured_fraction"] == pytest.approx(real, rel=1e-6)
     assert abs(real / budget - 1) <= band
     assert report.budget["measurements"] == measurements
+
+
+class ScriptedTable:
+    """A latency table whose comparisons return the given fractions in turn."""
+
+    def __init__(self, fractions):
+        self.fractions = list(fractions)
+
+    def compare(self, original, models, record=True):
+        return [self.fractions.pop(0) for _ in models]
+
+
+@pytest.mark.parametrize("first, confirmations, settled", [
+    (0.505, [0.53, 0.53], False),  # a lucky first comparison: +4.3% on the mean of all, +6% confirmed
+    (0.505, [0.51, 0.495], True),
+    (0.6, [0.51, 0.5], True),      # an unlucky one: +7.3% on the mean of all, +1% confirmed
+])
+def test_confirm_judges_a_plan_by_its_confirmations_alone(first, confirmations, settled):
+    from tfprune.structured.budget import CONFIRMATIONS, _MeasuredPlan, _Measurements
+
+    runs = _Measurements(None, None, 0.5, ScriptedTable(confirmations), 0.9, 8, None, 0.1, ())
+    plan = _MeasuredPlan(None, None, None, [first], {0: 8})
+    assert runs.confirm(plan) is settled
+    assert plan.measurements == [first] + confirmations and len(confirmations) == CONFIRMATIONS
+    assert plan.measured == pytest.approx(np.mean([first] + confirmations))
+    assert runs.confirm(plan) is settled  # a confirmed plan is not timed again (the script is empty)
+
+
+def test_a_lucky_first_comparison_does_not_settle_a_measured_budget(flat_fake, monkeypatch):
+    """Every plan's first comparison reads exactly the budget (as a lucky draw on a noisy host can),
+    later ones its real latency: the planner must go on until a plan's confirmations meet the budget,
+    and return a plan whose real latency is within the tolerance."""
+    model = resnet_cifar(8)
+    budget, slope = 0.49, 0.125
+    flat_fake.reference, flat_fake.slope = fold_batchnorm(model), slope
+    table = LatencyTable("tflite", round_to=8, clock=flat_fake, repeats=1, warmup=0, instances=1)
+    real_compare, seen = table.compare, set()
+
+    def lucky_compare(original, models, record=True):
+        fractions = real_compare(original, models, record=record)
+        out = []
+        for pruned, fraction in zip(models, fractions):
+            key = analysis.count_macs(pruned)
+            out.append(budget if key not in seen else fraction)
+            seen.add(key)
+        return out
+
+    monkeypatch.setattr(table, "compare", lucky_compare)
+    pruned, report = prune_filters(model, target_latency=budget, latency_table=table, round_to=8)
+    macs = analysis.count_macs(fold_batchnorm(pruned)) / analysis.count_macs(flat_fake.reference)
+    real = flat_fraction(macs, slope)
+    assert report.budget["measurements"] == 3
+    assert report.budget["measured_fraction"] == pytest.approx((budget + 2 * real) / 3, rel=1e-6)
+    assert abs(real / budget - 1) <= 0.05 / 2 + 1e-9
 
 
 def test_a_measured_budget_scores_the_channels_once(fused_fake):

@@ -8,7 +8,8 @@ batch 1 and 32. For each cell a `LatencyTable` is measured (cached in `--latency
     `remove_blocks=True` (whole residual branches may go);
   * uniform L1 at the ratio whose MACs match the latency-aware plan's (bisection on the ratio);
 and the original and both pruned models are timed end to end (BatchNormalization folded, medians of
-alternating calls, each timing at least `--compare_seconds` long). Columns: measured latency / original
+alternating calls, each timing at least `--compare_seconds` long; the mean of `--final_comparisons`
+comparisons, each on fresh instances). Columns: measured latency / original
 against the budget, the table's prediction against the measurement (validation: within 10%), MACs.
 
 Accuracy part: a residual CNN (`resnet_cifar(14)` on 28x28x1) trained on the bundled MNIST (7,000
@@ -188,12 +189,17 @@ def latency_part(args) -> list[dict]:
                                  aware_report.removed_blocks  # another architecture: the planner's estimate
                                  else aware_report.budget["predicted"] / aware_report.budget["original"]
                                  for m in (aware, uniform)]
-                    # a fresh measurement, independent of the planner's: new instances of all three models
+                    # fresh measurements, independent of the planner's: each comparison takes new instances
+                    # of all three models; their mean is the result (one comparison can be off by a few
+                    # percent on a noisy host)
                     final = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch,
                                          repeats=repeats, round_to=8, min_seconds=args.compare_seconds)
-                    fraction_aware, fraction_uniform = final.compare(model, [aware, uniform], record=False)
+                    finals = [final.compare(model, [aware, uniform], record=False)
+                              for _ in range(args.final_comparisons)]
+                    fraction_aware, fraction_uniform = (float(np.mean(f)) for f in zip(*finals))
                     row = {**common, "budget": budget, "ms_original": entry["measured_ms"],
                            "fraction_aware": fraction_aware, "fraction_uniform": fraction_uniform,
+                           "final_comparisons": finals,
                            "planner_fraction": aware_report.budget["measured_fraction"],
                            "attempts": aware_report.budget["attempts"], "plan_seconds": round(plan_seconds, 1),
                            "predicted_aware": predicted[0], "predicted_uniform": predicted[1],
@@ -481,6 +487,9 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--compare_seconds", type=float, default=10.0,
                         help="latency part: each end-to-end timing (a plan against the original) goes on past "
                         "--repeats until its timed calls add up to this many seconds (LatencyTable min_seconds)")
+    parser.add_argument("--final_comparisons", type=int, default=2,
+                        help="latency part: fresh comparisons of the pruned models against the original after "
+                        "planning; the result is their mean")
     parser.add_argument("--table_repeats", type=int, default=20, help="timed calls per latency-table entry")
     parser.add_argument("--calibration_samples", type=int, default=12,
                         help="pruned versions timed end to end to fit each latency table (LatencyTable.calibrate)")
@@ -507,6 +516,8 @@ def parse_args(argv: Sequence[str] | None = None):
     unknown = [m for m in args.models if m not in MODELS] + [r for r in args.runtimes if r not in RUNTIMES]
     if unknown:
         parser.error(f"unknown models/runtimes {unknown}; known: {list(MODELS)}, {list(RUNTIMES)}")
+    if args.final_comparisons < 1:
+        parser.error(f"--final_comparisons must be at least 1, received {args.final_comparisons}")
     return args
 
 

@@ -302,6 +302,11 @@ def _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to, r
     return pruned, removed, decisions
 
 
+BISECTION_ATTEMPTS = 4  # plans the search between measured plans may add to `attempts`
+CONFIRMATIONS = 2  # comparisons that confirm a plan measured close to the budget
+FINAL_CONFIRMATIONS = 3  # unconfirmed plans nearest the budget confirmed before one is returned
+
+
 @dataclasses.dataclass
 class _MeasuredPlan:
     pruned: Any
@@ -324,22 +329,29 @@ class _Measurements:
         self.max_pruning_ratio, self.round_to = max_pruning_ratio, round_to
         self.rebuild, self.tolerance, self.branches = rebuild, tolerance, branches
         self.plans: dict[tuple, _MeasuredPlan] = {}
-        self.settled = False  # a plan measured within half the tolerance, twice
+        self.settled = False  # a plan whose confirmations measured within half the tolerance
 
     def measure(self, kept: dict[int, int], scores, decisions) -> _MeasuredPlan:
-        """Build and time the plan `kept` (once more on fresh instances if it lands within half the
-        tolerance: one measurement can be off by the spread between instances)."""
+        """Build and time the plan `kept`; if it lands within half the tolerance, `confirm` it."""
         pruned, removed, decisions = _build(self.model, self.graph, scores, decisions, kept, self.max_pruning_ratio,
                                             self.round_to, self.rebuild, self.branches)
         plan = _MeasuredPlan(pruned, removed, decisions, self.table.compare(self.model, [pruned]), dict(kept))
         self.plans[tuple(sorted(kept.items()))] = plan
-        if self._close(plan):
-            plan.measurements += self.table.compare(self.model, [pruned])
-            self.settled = self._close(plan)
+        if self._close(plan.measured):
+            self.settled = self.confirm(plan)
         return plan
 
-    def _close(self, plan: _MeasuredPlan) -> bool:
-        return abs(plan.measured / self.fraction - 1) <= self.tolerance / 2
+    def confirm(self, plan: _MeasuredPlan) -> bool:
+        """Time `plan` until it has `CONFIRMATIONS` comparisons besides its first, each on fresh
+        instances; True if those alone average within half the tolerance. The first measurement is
+        what picked the plan, so it leans toward the budget (one comparison can be off by the spread
+        between instances and the host's drift); the confirmations do not."""
+        while len(plan.measurements) < 1 + CONFIRMATIONS:
+            plan.measurements += self.table.compare(self.model, [plan.pruned])
+        return self._close(float(np.mean(plan.measurements[1:])))
+
+    def _close(self, measured: float) -> bool:
+        return abs(measured / self.fraction - 1) <= self.tolerance / 2
 
 
 def fit_per_operator(plans: Sequence[Any], cost: Any, original_ms: float,
@@ -370,7 +382,6 @@ def fit_per_operator(plans: Sequence[Any], cost: Any, original_ms: float,
     return float(offset), float(slope)
 
 
-BISECTION_ATTEMPTS = 4  # plans the search between measured plans may add to `attempts`
 
 
 def between_plans(low: dict[int, int], high: dict[int, int], t: float,
@@ -450,13 +461,15 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     pruned model against the original (`LatencyTable.compare`, which adds it to the table's fit), and
     plan again at a goal that `GoalSearch` corrects from what was measured (bracketing the budget
     between plans measured below and above it), until a plan measures within half the `tolerance` of
-    the budget twice on average (the second time on fresh instances) or `attempts` plans were measured.
+    the budget and `CONFIRMATIONS` more comparisons on fresh instances confirm it on average, or
+    `attempts` plans were measured (then the nearest plans, up to `FINAL_CONFIRMATIONS`, are confirmed
+    before the nearest on average is chosen).
     A budget below the smallest plan the table predicts measures that plan before giving up. With
     removable residual `branches`, the cost model adds a per-operator cost fitted to the measured
     plans (`fit_per_operator`). When the goals stop giving new plans before one lands near the budget,
     the remaining attempts and `BISECTION_ATTEMPTS` more search between the measured plans that
-    bracket the budget (`_search_between`). Returns the measured plan nearest the budget among those
-    at most `1 + tolerance` of it; raises `BudgetError` if every plan measured above that.
+    bracket the budget (`_search_between`). Returns the measured plan nearest the budget (the mean of
+    its comparisons) among those at most `1 + tolerance` of it; raises `BudgetError` if every plan measured above that.
     """
     from tfprune.structured.cost import cost_model
     from tfprune.structured.goal_search import GoalSearch, MeasuredPoint
@@ -531,8 +544,16 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
         # that cannot tell widths apart does not follow but the runtime does, roughly
         surrogate = latency_cost if branches else (lambda: macs_cost(graph))
         _search_between(runs, criterion, attempts + BISECTION_ATTEMPTS, surrogate)
-    original = latency_table.predict(model)
     within = [p for p in plans.values() if p.measured <= fraction * (1 + tolerance)]
+    for _ in range(FINAL_CONFIRMATIONS if not runs.settled else 0):
+        # no plan was confirmed near the budget: confirm the nearest before returning it, as its one
+        # measurement may be what made it look nearest
+        nearest = min(within, key=lambda p: abs(p.measured / fraction - 1), default=None)
+        if nearest is None or len(nearest.measurements) > 1:
+            break
+        runs.confirm(nearest)
+        within = [p for p in plans.values() if p.measured <= fraction * (1 + tolerance)]
+    original = latency_table.predict(model)
     if not within:
         fastest_key = min(plans, key=lambda k: plans[k].measured)
         fastest = plans[fastest_key].measured
