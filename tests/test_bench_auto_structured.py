@@ -116,8 +116,12 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert cells["settings"].startswith("latency part 1 and accuracy part: ") and "; latency part 2: " in cells["settings"]
 
 
-def test_final_comparisons_must_be_positive(bench, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--final_comparisons", "0"], "--final_comparisons must be at least 1, received 0"),
+    (["--validation_seed", "0"], "--validation_seed must differ from the calibration plans' seed 0"),
+])
+def test_bad_settings_are_refused(bench, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        bench.parse_args(["--final_comparisons", "0"])
+        bench.parse_args(argv)
     assert exit_info.value.code == 2
-    assert "--final_comparisons must be at least 1, received 0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err

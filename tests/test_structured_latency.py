@@ -584,6 +584,24 @@ def test_sqrt_macs_sums_each_layer_calls_square_root():
     assert sqrt_macs(model) == pytest.approx(np.sqrt(first) + np.sqrt(second))
 
 
+def test_choose_fit_passes_through_the_original_and_minimises_the_pruned_points_errors():
+    """Noisy pruned points: the fit predicts the original's measurement exactly, and its coefficients
+    are those of the constrained least squares solved independently (the KKT system)."""
+    rng = np.random.default_rng(3)
+    blocks = np.array([10.0, *rng.uniform(3.0, 9.0, 9)])
+    ms = (1.5 + 0.9 * blocks) * np.concatenate([[1.08], rng.uniform(0.95, 1.05, 9)])  # the original off the line
+    fit = choose_fit(points_of(blocks, [None] * len(blocks), ms), fallback_intercept=0.0)
+    assert fit.ms_per_mac == fit.ms_per_sqrt_mac == 0.0
+    assert fit.intercept + fit.scale * blocks[0] == pytest.approx(ms[0], rel=1e-9)
+    rows = np.stack([np.ones_like(blocks), blocks], axis=1)
+    a = rows[1:] / ms[1:, None]  # minimise |a c - 1|^2 subject to rows[0] c = ms[0]
+    kkt = np.block([[2 * a.T @ a, rows[:1].T], [rows[:1], np.zeros((1, 1))]])
+    expected = np.linalg.solve(kkt, np.concatenate([2 * a.T @ np.ones(len(a)), ms[:1]]))[:2]
+    np.testing.assert_allclose([fit.intercept, fit.scale], expected, rtol=1e-7)
+    free = np.linalg.lstsq(rows / ms[:, None], np.ones(len(ms)), rcond=None)[0]  # the unconstrained fit
+    assert abs(free[0] + free[1] * blocks[0] - ms[0]) > 0.02 * ms[0]  # would miss the original
+
+
 def test_choose_fit_falls_back_to_the_blocks_as_timed():
     assert choose_fit(points_of([4.0, 2.0], [1e8, 5e7], [5.0, 3.0]), 1.0) == LatencyFit(1.0, 1.0, 0.0)
     # latency that rises as the blocks fall: no valid form, the fallback

@@ -133,7 +133,7 @@ def latency_part(args) -> list[dict]:
                                      min_seconds=args.compare_seconds, verbose=1)
                 table.measure(model)
                 table.repeats = repeats  # whole-model comparisons (blocks are cached)
-                validation = held_out_plans(model, args.validation_plans, seed=1000)
+                validation = held_out_plans(model, args.validation_plans, seed=args.validation_seed)
                 entry = table.models[latency_lib.structure_key(model)]
                 validation_blocks = [table.blocks_ms(p) for p in validation]
                 blocks_only = [(entry["overhead_ms"] + b) / entry["measured_ms"] for b in validation_blocks]
@@ -452,7 +452,7 @@ def command_line(argv: Sequence[str] | None) -> str:
 def markdown(result: dict) -> str:
     text = [f"`{result['command']}` ({result['settings']}).", ""]
     if result["latency_rows"]:
-        text += ["Latency budgets (measured latency / original, a fresh measurement after planning; the "
+        text += ["Latency budgets (measured latency / original, fresh measurements after planning; the "
                  "latency-aware plan's MACs in brackets; plans timed: how many plans the planner measured):", "",
                  *markdown_table(latency_table_rows(result["latency_rows"])), ""]
         if validation_cells(result["latency_rows"]):
@@ -495,6 +495,8 @@ def parse_args(argv: Sequence[str] | None = None):
                         help="pruned versions timed end to end to fit each latency table (LatencyTable.calibrate)")
     parser.add_argument("--validation_plans", type=int, default=4,
                         help="held-out pruned versions per cell on which the table's predictions are checked")
+    parser.add_argument("--validation_seed", type=int, default=2000,
+                        help="seed of the held-out plans (never that of the calibration plans, 0)")
     parser.add_argument("--latency_cache", default=os.path.join(TOOLS, "results", "latency_tables.json"))
     parser.add_argument("--seeds", type=_ints, default=[0, 1])
     parser.add_argument("--train_size", type=int, default=8000)
@@ -516,6 +518,8 @@ def parse_args(argv: Sequence[str] | None = None):
     unknown = [m for m in args.models if m not in MODELS] + [r for r in args.runtimes if r not in RUNTIMES]
     if unknown:
         parser.error(f"unknown models/runtimes {unknown}; known: {list(MODELS)}, {list(RUNTIMES)}")
+    if args.validation_seed == 0:
+        parser.error("--validation_seed must differ from the calibration plans' seed 0, received 0")
     if args.final_comparisons < 1:
         parser.error(f"--final_comparisons must be at least 1, received {args.final_comparisons}")
     return args
@@ -591,6 +595,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     summary = accuracy_summary(accuracy_rows) if accuracy_rows else []
     timed = (f"end-to-end timings of at least {args.compare_seconds:g} s (latency part); " if args.latency
              and args.compare_seconds else "")
+    if args.latency:
+        timed += (f"budgets checked on the mean of {args.final_comparisons} fresh comparisons; held-out plans of "
+                  f"seed {args.validation_seed}; ")
     settings = (f"{latency_lib.cpu_model()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, {latency_lib.runtime_version('tflite')}; "
                 f"round_to 8, L1 importance, BatchNormalization folded for timing; latency tables of "
                 f"{args.table_repeats} calls per entry; {timed}{time.perf_counter() - start:.0f} s in all; "

@@ -287,9 +287,13 @@ def sqrt_macs(model: keras.Model) -> float:
 
 
 def _solve(rows: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    """Least squares of relative errors: coefficients c minimising sum((rows @ c / measured - 1)^2)."""
-    coef, *_ = np.linalg.lstsq(rows / measured[:, None], np.ones(len(measured)), rcond=None)
-    return coef
+    """Least squares of relative errors through the first point: coefficients c with
+    `rows[0] @ c == measured[0]` minimising sum((rows[1:] @ c / measured[1:] - 1)^2). The first
+    column is the intercept's (ones). The first point is the original: every calibration point is a
+    fraction of its latency, so a fit through it predicts those fractions themselves."""
+    steps = rows[1:, 1:] - rows[0, 1:]
+    rest, *_ = np.linalg.lstsq(steps / measured[1:, None], 1.0 - measured[0] / measured[1:], rcond=None)
+    return np.concatenate([[measured[0] - float(rows[0, 1:] @ rest)], rest])
 
 
 def _valid(coef: np.ndarray, columns: tuple[str, ...]) -> bool:
@@ -303,9 +307,10 @@ def _valid(coef: np.ndarray, columns: tuple[str, ...]) -> bool:
 
 
 def _loo_error(rows: np.ndarray, measured: np.ndarray) -> float:
-    """Root-mean-square relative error of each point predicted by the fit to the other points."""
+    """Root-mean-square relative error of each pruned point (not the original, the first) predicted
+    by the fit to the other points."""
     errors = []
-    for i in range(len(measured)):
+    for i in range(1, len(measured)):
         keep = np.arange(len(measured)) != i
         coef = _solve(rows[keep], measured[keep])
         errors.append(float(rows[i] @ coef) / measured[i] - 1.0)
@@ -317,7 +322,10 @@ def choose_fit(points: Sequence[dict], fallback_intercept: float) -> LatencyFit:
     'sqrt_macs'}, the original first): `intercept + scale * blocks`, or with one work term, the MACs
     or the per-layer square roots of the MACs (`sqrt_macs`), beside the blocks or alone, when every
     point has it, there are at least `MIN_POINTS_WITH_MACS`, and its leave-one-out relative error is
-    at least 30% below the blocks-only fit's (the form with the smallest such error wins).
+    at least 30% below the blocks-only fit's (the form with the smallest such error wins). Every
+    form passes through the original's measurement exactly and minimises the relative errors of the
+    pruned points: they were measured as fractions of the original, and predictions are used as
+    fractions of its prediction.
     Coefficients out of range (a scale outside [0.05, 20] without a work term, a negative one with
     it) rule a form out; with none left, `(fallback_intercept, 1, 0, 0)`: the blocks as timed.
 
@@ -690,11 +698,11 @@ class LatencyTable:
         latency = intercept + scale * blocks_ms + ms_per_mac * MACs + ms_per_sqrt_mac * sqrt_macs.
 
         Without whole-model measurements of pruned versions (`calibrate`) the scale is 1, the MACs
-        terms 0 and the intercept the fixed part measured on the original. The fit minimises relative
-        errors over the original and every measured pruned version (see `choose_fit`): the blocks
-        alone, or with the MACs or their per-layer square roots where that predicts the measured plans
-        clearly better (leave-one-out); a fit that would make latency fall faster than the blocks'
-        sum, or not at all, is refused (scale kept in [0.05, 20]), falling back to scale 1.
+        terms 0 and the intercept the fixed part measured on the original. The fit passes through the
+        original's measured latency and minimises relative errors over every measured pruned version
+        (see `choose_fit`): the blocks alone, or with the MACs or their per-layer square roots where
+        that predicts the measured plans clearly better (leave-one-out); a fit that would make
+        latency fall faster than the blocks' sum, or not at all, is refused (scale kept in [0.05, 20]), falling back to scale 1.
 
         Example:
             >>> intercept, scale, ms_per_mac, ms_per_sqrt_mac = table.fit(model)
