@@ -63,6 +63,8 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
     assert methods == ["uniform L1", "uniform L1, any width", "latency-aware (knapsack, L1)",
                        "searched (evolution)"]
     assert all(r["latency_fraction"] <= 0.5 + 1e-6 for r in result["accuracy_rows"])
+    assert all(len(r["latency_comparisons"]) == 2 and r["latency_fraction"] == pytest.approx(
+        np.mean(r["latency_comparisons"])) for r in result["accuracy_rows"])
     assert all(0 <= r["one_shot_accuracy"] <= 1 and r["loss"] > 0 for r in result["accuracy_rows"])
     assert any("search time" in v for v in result["verdicts"])
     out = capsys.readouterr().out.strip().splitlines()
