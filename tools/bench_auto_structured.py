@@ -243,8 +243,9 @@ def accuracy_part(args) -> tuple[list[dict], list[dict]]:
         # with BatchNormalization statistics re-estimated on the same calibration images
         recalibrate_batchnorm(model, calib, steps=None, batch_size=256)
         table = LatencyTable("tflite", threads=1, batch_size=1, round_to=8, cache=args.latency_cache,
-                             repeats=args.table_repeats, verbose=1)
+                             repeats=args.table_repeats, min_seconds=args.compare_seconds, verbose=1)
         table.calibrate(model, samples=args.calibration_samples, seed=seed)
+        table.repeats = args.repeats  # whole-model comparisons (planner, search), as the final ones
         full = table.predict(model)
         target = args.accuracy_budget * full
         _, uniform, _ = ratio_matching(model, lambda p, r: table.predict(p), target)
