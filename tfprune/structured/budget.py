@@ -382,8 +382,6 @@ def fit_per_operator(plans: Sequence[Any], cost: Any, original_ms: float,
     return float(offset), float(slope)
 
 
-
-
 def between_plans(low: dict[int, int], high: dict[int, int], t: float,
                   options: dict[int, np.ndarray]) -> dict[int, int]:
     """The plan a fraction `t` of the way from plan `low` to plan `high`: the path between them moves
@@ -469,7 +467,8 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     plans (`fit_per_operator`). When the goals stop giving new plans before one lands near the budget,
     the remaining attempts and `BISECTION_ATTEMPTS` more search between the measured plans that
     bracket the budget (`_search_between`). Returns the measured plan nearest the budget (the mean of
-    its comparisons) among those at most `1 + tolerance` of it; raises `BudgetError` if every plan measured above that.
+    its comparisons) among those at most `1 + tolerance` of it; raises `BudgetError` if every plan
+    measured above that.
     """
     from tfprune.structured.cost import cost_model
     from tfprune.structured.goal_search import GoalSearch, MeasuredPoint

@@ -702,7 +702,8 @@ class LatencyTable:
         original's measured latency and minimises relative errors over every measured pruned version
         (see `choose_fit`): the blocks alone, or with the MACs or their per-layer square roots where
         that predicts the measured plans clearly better (leave-one-out); a fit that would make
-        latency fall faster than the blocks' sum, or not at all, is refused (scale kept in [0.05, 20]), falling back to scale 1.
+        latency fall faster than the blocks' sum, or not at all, is refused (scale kept in
+        [0.05, 20]), falling back to scale 1.
 
         Example:
             >>> intercept, scale, ms_per_mac, ms_per_sqrt_mac = table.fit(model)
