@@ -447,7 +447,8 @@ class ScriptedTable:
     (0.6, [0.51, 0.5], True),      # an unlucky one: +7.3% on the mean of all, +1% confirmed
 ])
 def test_confirm_judges_a_plan_by_its_confirmations_alone(first, confirmations, settled):
-    from tfprune.structured.budget import CONFIRMATIONS, _MeasuredPlan, _Measurements
+    from tfprune.structured.budget import _MeasuredPlan, _Measurements
+    from tfprune.structured.confirmation import CONFIRMATIONS
 
     runs = _Measurements(None, None, 0.5, ScriptedTable(confirmations), 0.9, 8, None, 0.1, ())
     plan = _MeasuredPlan(None, None, None, [first], {0: 8})
@@ -455,6 +456,42 @@ def test_confirm_judges_a_plan_by_its_confirmations_alone(first, confirmations, 
     assert plan.measurements == [first] + confirmations and len(confirmations) == CONFIRMATIONS
     assert plan.measured == pytest.approx(np.mean([first] + confirmations))
     assert runs.confirm(plan) is settled  # a confirmed plan is not timed again (the script is empty)
+
+
+@pytest.mark.parametrize("script, taken, settled", [
+    # tolerance 5% at 0.5: band 0.4875-0.5125 for the mean, 0.475-0.525 for two standard errors around it
+    ([0.50, 0.505], 2, True),                     # close together: two are enough
+    ([0.48, 0.52, 0.50], 3, True),                # mean 0.5 but +-0.04 after two: a third narrows it to +-0.023
+    ([0.47, 0.53, 0.49, 0.51, 0.50], 5, True),    # still wide after four: the fifth is the last, the mean decides
+    ([0.47, 0.53, 0.56], 3, False),               # the third moves the mean out of the band
+    ([0.53, 0.54], 2, False),                     # clearly over: no more comparisons
+])
+def test_confirmations_go_on_while_they_spread_too_much_to_tell(script, taken, settled):
+    """Two comparisons that straddle the budget by more than the tolerance can tell are not enough:
+    the planner takes more, up to MAX_CONFIRMATIONS, and stops as soon as the mean is clearly in or
+    out (checked against numpy's mean and standard error)."""
+    from tfprune.structured.budget import _MeasuredPlan, _Measurements
+    from tfprune.structured.confirmation import MAX_CONFIRMATIONS, spread_bound
+
+    table = ScriptedTable(script)
+    runs = _Measurements(None, None, 0.5, table, 0.9, 8, None, 0.05, ())
+    plan = _MeasuredPlan(None, None, None, [0.5], {0: 8})
+    assert runs.confirm(plan) is settled
+    assert plan.measurements[1:] == script[:taken] and not table.fractions and taken <= MAX_CONFIRMATIONS
+    confirmed = np.array(script[:taken])
+    two_se = 2 * confirmed.std(ddof=1) / np.sqrt(taken)
+    assert spread_bound(list(confirmed)) == pytest.approx(two_se)
+    if settled and taken < MAX_CONFIRMATIONS:
+        assert 0.475 <= confirmed.mean() - two_se and confirmed.mean() + two_se <= 0.525
+
+
+def test_confirm_measurements_checks_its_inputs():
+    from tfprune.structured.confirmation import confirm_measurements
+
+    with pytest.raises(ValueError, match="must hold the comparison that picked the plan"):
+        confirm_measurements([], lambda: 0.5, band=(0.4, 0.6), wide=(0.3, 0.7))
+    with pytest.raises(ValueError, match="must lie inside wide"):
+        confirm_measurements([0.5], lambda: 0.5, band=(0.4, 0.6), wide=(0.45, 0.7))
 
 
 def test_a_lucky_first_comparison_does_not_settle_a_measured_budget(flat_fake, monkeypatch):

@@ -203,6 +203,7 @@ def latency_part(args) -> list[dict]:
                            "fraction_aware": fraction_aware, "fraction_uniform": fraction_uniform,
                            "final_comparisons": finals,
                            "planner_fraction": aware_report.budget["measured_fraction"],
+                           "planner_comparisons": aware_report.budget["measured_fractions"],
                            "attempts": aware_report.budget["attempts"], "plan_seconds": round(plan_seconds, 1),
                            "predicted_aware": predicted[0], "predicted_uniform": predicted[1],
                            "prediction_error_aware": predicted[0] / fraction_aware - 1,
@@ -262,7 +263,8 @@ def accuracy_part(args) -> tuple[list[dict], list[dict]]:
         search_seconds = time.perf_counter() - start
         searched, _ = prune_filters(model, plan=plan, round_to=8)
         searches.append({"seed": seed, "seconds": round(search_seconds, 1), "candidates": len(history),
-                         "plan": plan.kept, "search_measured": plan.measured})
+                         "plan": plan.kept, "search_measured": plan.measured,
+                         "search_comparisons": plan.measurements})
         dense_accuracy, dense_loss = evaluate(model, test)
         candidates = {"uniform L1": uniform, UNIFORM_ANY: uniform_any, "latency-aware (knapsack, L1)": aware,
                       "searched (evolution)": searched}

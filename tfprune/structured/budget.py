@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tfprune.structured.confirmation import confirm_measurements
 from tfprune.structured.planner import kept_options
 
 
@@ -303,7 +304,6 @@ def _build(model, graph, scores, decisions, kept, max_pruning_ratio, round_to, r
 
 
 BISECTION_ATTEMPTS = 4  # plans the search between measured plans may add to `attempts`
-CONFIRMATIONS = 2  # comparisons that confirm a plan measured close to the budget
 FINAL_CONFIRMATIONS = 3  # unconfirmed plans nearest the budget confirmed before one is returned
 
 
@@ -342,13 +342,15 @@ class _Measurements:
         return plan
 
     def confirm(self, plan: _MeasuredPlan) -> bool:
-        """Time `plan` until it has `CONFIRMATIONS` comparisons besides its first, each on fresh
-        instances; True if those alone average within half the tolerance. The first measurement is
-        what picked the plan, so it leans toward the budget (one comparison can be off by the spread
+        """Time `plan` on fresh instances until its comparisons besides the first confirm it or not
+        (`confirm_measurements`): True if they average within half the tolerance and two standard
+        errors around their mean stay within the tolerance (more comparisons, up to
+        `MAX_CONFIRMATIONS`, while they spread too much to tell). The first measurement is what
+        picked the plan, so it leans toward the budget (one comparison can be off by the spread
         between instances and the host's drift); the confirmations do not."""
-        while len(plan.measurements) < 1 + CONFIRMATIONS:
-            plan.measurements += self.table.compare(self.model, [plan.pruned])
-        return self._close(float(np.mean(plan.measurements[1:])))
+        f, t = self.fraction, self.tolerance
+        return confirm_measurements(plan.measurements, lambda: self.table.compare(self.model, [plan.pruned])[0],
+                                    band=(f * (1 - t / 2), f * (1 + t / 2)), wide=(f * (1 - t), f * (1 + t)))
 
     def _close(self, measured: float) -> bool:
         return abs(measured / self.fraction - 1) <= self.tolerance / 2
@@ -459,8 +461,8 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     pruned model against the original (`LatencyTable.compare`, which adds it to the table's fit), and
     plan again at a goal that `GoalSearch` corrects from what was measured (bracketing the budget
     between plans measured below and above it), until a plan measures within half the `tolerance` of
-    the budget and `CONFIRMATIONS` more comparisons on fresh instances confirm it on average, or
-    `attempts` plans were measured (then the nearest plans, up to `FINAL_CONFIRMATIONS`, are confirmed
+    the budget and more comparisons on fresh instances confirm it (`confirmation.confirm_measurements`:
+    two or more, until they clearly average within the tolerance), or `attempts` plans were measured (then the nearest plans, up to `FINAL_CONFIRMATIONS`, are confirmed
     before the nearest on average is chosen).
     A budget below the smallest plan the table predicts measures that plan before giving up. With
     removable residual `branches`, the cost model adds a per-operator cost fitted to the measured
@@ -573,6 +575,7 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     budget = {"kind": "latency", "target": fraction, "budgeted": fraction * original,
               "predicted": predicted(best, latency_cost()), "measured": best.measured * original,
               "measured_fraction": best.measured, "measurements": len(best.measurements),
+              "measured_fractions": [float(m) for m in best.measurements],
               "tolerance": tolerance, "attempts": len(plans), "original": original, "smallest": smallest,
               "unit": "ms"}
     return best.pruned, best.removed, best.decisions, budget

@@ -33,6 +33,7 @@ class Plan:
     score: float | None = None
     kind: str | None = None
     measured: float | None = None  # measured latency / the original's, when the search checked it
+    measurements: list[float] | None = None  # the comparisons `measured` is the mean of
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

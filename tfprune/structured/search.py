@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 import keras
 import numpy as np
 
+from tfprune.structured.confirmation import confirm_measurements
 from tfprune.structured.cost import KINDS, cost_model, exact_cost
 from tfprune.structured.graph import DependencyGraph
 from tfprune.structured.importance import get_importance
@@ -127,8 +128,9 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
         latency_tolerance: with `budget_kind="latency"`, the search budgets by the table's
             prediction; with a tolerance, the best-scored candidates (at most `measured_candidates`)
             are then measured against the original (`LatencyTable.compare`) and the best one whose
-            measured latency is at most `budget * (1 + latency_tolerance)` is returned, its
-            measurement in `Plan.measured`; none within raises `BudgetError` with the measurements.
+            measured latency is at most `budget * (1 + latency_tolerance)`, on its first comparison
+            and on the confirmations after it, is returned: the comparisons in `Plan.measurements`,
+            their mean in `Plan.measured`; none within raises `BudgetError` with the measurements.
             None (the default) trusts the prediction.
         measured_candidates: how many candidates `latency_tolerance` may measure.
         verbose: 1 prints one line per generation.
@@ -263,29 +265,42 @@ def search_ratios(model: keras.Model, eval_fn: Callable[[keras.Model], float], b
                     pool[i], trials[i] = evaluate(space.random(), generation), 0
         report(generation, pool)
     ranked = sorted(history, key=lambda e: (-e["score"], e["cost"]))
-    measured = None
+    measured = measurements = None
     if latency_tolerance is None:
         best = ranked[0]
     else:
         best = _measured_best(model, space, ranked[:measured_candidates], latency_table, budget, latency_tolerance,
                               verbose)
-        measured = best["measured"]
-    plan = Plan(kept=dict(best["kept"]), cost=best["cost"], score=best["score"], kind=budget_kind, measured=measured)
+        measured, measurements = best["measured"], best["measurements"]
+    plan = Plan(kept=dict(best["kept"]), cost=best["cost"], score=best["score"], kind=budget_kind, measured=measured,
+                measurements=measurements)
     return plan, history
 
 
 def _measured_best(model, space, ranked: list[dict], table: Any, budget: float, tolerance: float,
                    verbose: int) -> dict:
-    """The best-scored of `ranked` whose measured latency is at most `budget * (1 + tolerance)`; each
-    measured entry gets 'measured' (the fraction of the original's latency)."""
+    """The best-scored of `ranked` whose measured latency is at most `budget * (1 + tolerance)`: a
+    candidate whose first comparison is within that is confirmed by more comparisons on fresh
+    instances (`confirm_measurements`: their mean, clear of their spread, must be within it too).
+    Each measured entry gets 'measurements' and 'measured' (their mean; fractions of the original's
+    latency)."""
     from tfprune.structured.budget import BudgetError
 
+    limit = budget * (1 + tolerance)
     for entry in ranked:
-        entry["measured"] = table.compare(model, [space.build(entry["genes"])], record=False)[0]
+        pruned = space.build(entry["genes"])
+
+        def measure(pruned=pruned) -> float:
+            return table.compare(model, [pruned], record=False)[0]
+
+        measurements = entry["measurements"] = [measure()]
+        within = measurements[0] <= limit and confirm_measurements(measurements, measure, band=(0.0, limit),
+                                                                   wide=(0.0, limit))
+        entry["measured"] = float(np.mean(measurements))
         if verbose:
             print(f"search_ratios: candidate with score {entry['score']:.4f} measures {entry['measured']:.3f} of the "
-                  f"original latency (budget {budget})", flush=True)
-        if entry["measured"] <= budget * (1 + tolerance):
+                  f"original latency (mean of {len(measurements)}; budget {budget})", flush=True)
+        if within:
             return entry
     raise BudgetError(
         f"none of the {len(ranked)} best candidates measures within {tolerance:.0%} of the latency budget {budget}: "
