@@ -156,16 +156,16 @@ def test_search_under_a_latency_budget(model, score, monkeypatch):
     assert all(e["cost"] <= 0.6 * full + 1e-9 for e in history) and plan.kind == "latency"
 
 
-def test_a_measured_latency_check_skips_candidates_that_run_over_the_budget(model, score, monkeypatch):
-    """The search budgets by the table's prediction; with `latency_tolerance` its best candidates are
-    measured, and one that runs over the budget (here: the runtime is slower on the top-scored plan's
-    widths than the table says) gives way to the next best that does not."""
-    from tfprune.structured import BudgetError, LatencyTable
+def widths(m):
+    return tuple(m.get_layer(name).filters for name in ("fragile", "robust"))
+
+
+def slow_runtime(monkeypatch):
+    """A fake runtime at 1 ns per MAC, slower by `slow[widths]` on whole models with those widths;
+    returns (slow, a LatencyTable on it)."""
+    from tfprune.structured import LatencyTable
 
     now, slow = [0.0], {}
-
-    def widths(m):
-        return tuple(m.get_layer(name).filters for name in ("fragile", "robust"))
 
     def make_runner(runtime, m, x, threads=None, io=True):
         seconds = 1e-9 * analysis.count_macs(m)
@@ -174,8 +174,17 @@ def test_a_measured_latency_check_skips_candidates_that_run_over_the_budget(mode
         return lambda: now.__setitem__(0, now[0] + seconds)
 
     install_fake_runtime(monkeypatch, make_runner)
-    table = LatencyTable("tflite", round_to=None, clock=lambda: now[0], repeats=1, warmup=0, max_widths=4,
-                         instances=1)
+    return slow, LatencyTable("tflite", round_to=None, clock=lambda: now[0], repeats=1, warmup=0, max_widths=4,
+                              instances=1)
+
+
+def test_a_measured_latency_check_skips_candidates_that_run_over_the_budget(model, score, monkeypatch):
+    """The search budgets by the table's prediction; with `latency_tolerance` its best candidates are
+    measured, and one that runs over the budget (here: the runtime is slower on the top-scored plan's
+    widths than the table says) gives way to the next best that does not."""
+    from tfprune.structured import BudgetError
+
+    slow, table = slow_runtime(monkeypatch)
     settings = dict(budget_kind="latency", latency_table=table, population=4, generations=2, recalibrate_bn=X,
                     calibration_steps=1, verbose=0)
     trusted, history = search_ratios(model, score, 0.6, **settings)
@@ -204,23 +213,9 @@ def test_a_measured_latency_check_confirms_a_lucky_first_comparison(model, score
     under the budget (a lucky draw on a noisy host): the confirmations after it show that it runs
     over, and the next best candidate, confirmed within the budget, is returned with every
     comparison it took."""
-    from tfprune.structured import LatencyTable
     from tfprune.structured.confirmation import CONFIRMATIONS
 
-    now, slow = [0.0], {}
-
-    def widths(m):
-        return tuple(m.get_layer(name).filters for name in ("fragile", "robust"))
-
-    def make_runner(runtime, m, x, threads=None, io=True):
-        seconds = 1e-9 * analysis.count_macs(m)
-        if len(m.layers) > 4 and widths(m) in slow:
-            seconds *= slow[widths(m)]
-        return lambda: now.__setitem__(0, now[0] + seconds)
-
-    install_fake_runtime(monkeypatch, make_runner)
-    table = LatencyTable("tflite", round_to=None, clock=lambda: now[0], repeats=1, warmup=0, max_widths=4,
-                         instances=1)
+    slow, table = slow_runtime(monkeypatch)
     settings = dict(budget_kind="latency", latency_table=table, population=4, generations=2, recalibrate_bn=X,
                     calibration_steps=1, verbose=0)
     trusted, history = search_ratios(model, score, 0.6, **settings)
