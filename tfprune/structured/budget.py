@@ -348,12 +348,15 @@ class _Measurements:
         `MAX_CONFIRMATIONS`, while they spread too much to tell). The first measurement is what
         picked the plan, so it leans toward the budget (one comparison can be off by the spread
         between instances and the host's drift); the confirmations do not."""
-        f, t = self.fraction, self.tolerance
         return confirm_measurements(plan.measurements, lambda: self.table.compare(self.model, [plan.pruned])[0],
-                                    band=(f * (1 - t / 2), f * (1 + t / 2)), wide=(f * (1 - t), f * (1 + t)))
+                                    band=self._band(self.tolerance / 2), wide=self._band(self.tolerance))
 
     def _close(self, measured: float) -> bool:
-        return abs(measured / self.fraction - 1) <= self.tolerance / 2
+        low, high = self._band(self.tolerance / 2)
+        return low <= measured <= high
+
+    def _band(self, tolerance: float) -> tuple[float, float]:
+        return self.fraction * (1 - tolerance), self.fraction * (1 + tolerance)
 
 
 def fit_per_operator(plans: Sequence[Any], cost: Any, original_ms: float,
@@ -462,8 +465,9 @@ def measured_plan(model: Any, graph: Any, criterion: Any, fraction: float, laten
     plan again at a goal that `GoalSearch` corrects from what was measured (bracketing the budget
     between plans measured below and above it), until a plan measures within half the `tolerance` of
     the budget and more comparisons on fresh instances confirm it (`confirmation.confirm_measurements`:
-    two or more, until they clearly average within the tolerance), or `attempts` plans were measured (then the nearest plans, up to `FINAL_CONFIRMATIONS`, are confirmed
-    before the nearest on average is chosen).
+    two or more, until they clearly average within the tolerance), or `attempts` plans were measured
+    (then the nearest plans, up to `FINAL_CONFIRMATIONS`, are confirmed before the nearest on average
+    is chosen).
     A budget below the smallest plan the table predicts measures that plan before giving up. With
     removable residual `branches`, the cost model adds a per-operator cost fitted to the measured
     plans (`fit_per_operator`). When the goals stop giving new plans before one lands near the budget,
