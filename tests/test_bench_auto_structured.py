@@ -120,6 +120,8 @@ def test_bench_runs_with_tiny_settings(bench, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--final_comparisons", "0"], "--final_comparisons must be at least 1, received 0"),
+    (["--final_comparisons", "3", "--max_final_comparisons", "2"],
+     "--max_final_comparisons must be at least --final_comparisons (3), received 2"),
     (["--validation_seed", "0"], "--validation_seed must differ from the calibration plans' seed 0"),
 ])
 def test_bad_settings_are_refused(bench, capsys, argv, message):
@@ -127,3 +129,23 @@ def test_bad_settings_are_refused(bench, capsys, argv, message):
         bench.parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_final_comparisons_go_on_while_they_spread(bench):
+    """More comparisons only while two standard errors exceed the precision, never past the maximum;
+    the mean decides nothing (a far-off but steady series stops at the minimum)."""
+    def scripted(values):
+        it = iter(values)
+        return lambda: next(it)
+
+    steady = bench.final_comparisons(scripted([[0.90, 0.30], [0.90, 0.31]] + [[9, 9]] * 3), 2, 5, 0.0125)
+    assert steady == [[0.90, 0.30], [0.90, 0.31]]
+    # aware spreads (0.329, 0.302: two standard errors 0.027 > 0.02): a third comparison settles it
+    series = [[0.329, 0.35], [0.302, 0.35], [0.305, 0.35], [9, 9]]
+    bounds = [2 * np.std(v, ddof=1) / np.sqrt(len(v)) for v in ([0.329, 0.302], [0.329, 0.302, 0.305])]
+    assert bounds[0] > 0.02 >= bounds[1]  # numpy's standard error
+    assert bench.final_comparisons(scripted(series), 2, 5, 0.02) == series[:3]
+    noisy = bench.final_comparisons(scripted([[0.2, 0.5], [0.4, 0.5], [0.2, 0.5], [0.4, 0.5], [0.2, 0.5], [9, 9]]),
+                                    2, 5, 0.01)
+    assert len(noisy) == 5  # the maximum
+    assert bench.final_comparisons(scripted([[0.2], [0.4]]), 1, 1, 0.0) == [[0.2]]

@@ -9,7 +9,8 @@ batch 1 and 32. For each cell a `LatencyTable` is measured (cached in `--latency
   * uniform L1 at the ratio whose MACs match the latency-aware plan's (bisection on the ratio);
 and the original and both pruned models are timed end to end (BatchNormalization folded, medians of
 alternating calls, each timing at least `--compare_seconds` long; the mean of `--final_comparisons`
-comparisons, each on fresh instances). Columns: measured latency / original
+comparisons, each on fresh instances, or more, up to `--max_final_comparisons`, while two standard
+errors of their mean exceed half the tolerance). Columns: measured latency / original
 against the budget, the table's prediction against the measurement (validation: within 10%), MACs.
 
 Accuracy part: a residual CNN (`resnet_cifar(14)` on 28x28x1) trained on the bundled MNIST (7,000
@@ -23,7 +24,7 @@ train, 1,000 held out for the search / 2,000 eval) per seed, pruned to the same 
 each with BN re-estimation, then evaluated one-shot and after the same `--fine_tune_epochs` (the dense
 and the fine-tuned models' BatchNormalization statistics re-estimated on the same 1,024 images too).
 Their measured latency is timed like the latency part's results (the mean of `--final_comparisons`
-comparisons, each at least `--compare_seconds` long).
+to `--max_final_comparisons` comparisons, each at least `--compare_seconds` long).
 
 Targets: latency-aware measured latency within 5% of the budget in every runtime/batch cell; the
 searched plan's one-shot accuracy clearly above uniform's (margin reported); after fine-tuning at
@@ -63,6 +64,7 @@ from tfprune.datasets import load_mnist  # noqa: E402
 from tfprune.structured import (BudgetError, LatencyTable, compile_like, prune_filters,  # noqa: E402
                                 recalibrate_batchnorm, search_ratios)
 from tfprune.structured import latency as latency_lib  # noqa: E402
+from tfprune.structured.confirmation import spread_bound  # noqa: E402
 from tfprune.structured.graph import DependencyGraph  # noqa: E402
 from tfprune.structured.importance import get_importance  # noqa: E402
 from tfprune.structured.latency_calibration import sample_plans  # noqa: E402
@@ -76,6 +78,24 @@ MODELS = {
 RUNTIMES = {"tflite1": ("tflite", 1, "TFLite 1 thr."), "tf": ("tf", 0, "TF")}
 LATENCY_TOLERANCE = 0.05  # measured latency within 5% of the budget
 PREDICTION_TOLERANCE = 0.10
+
+
+def final_comparisons(compare: Callable[[], list[float]], minimum: int, maximum: int,
+                      precision: float) -> list[list[float]]:
+    """Fresh comparisons of pruned models against the original (`compare()` returns one fraction per
+    pruned model): `minimum` of them, then more, up to `maximum`, while two standard errors of any
+    model's comparisons exceed `precision` (a fraction of the original latency). Only the spread
+    decides when to stop, never where the mean lies, so the mean is not steered toward the budget.
+
+    Example:
+        >>> final_comparisons(lambda: table.compare(model, [aware, uniform], record=False), 2, 5, 0.0125)
+    """
+    finals = []
+    while len(finals) < maximum:
+        finals.append([float(f) for f in compare()])
+        if len(finals) >= minimum and all(spread_bound(list(m)) <= precision for m in zip(*finals)):
+            break
+    return finals
 
 
 def accuracy_model(input_shape=(28, 28, 1)) -> keras.Model:
@@ -196,8 +216,9 @@ def latency_part(args) -> list[dict]:
                     # percent on a noisy host)
                     final = LatencyTable(runtime, threads=threads or os.cpu_count(), batch_size=batch,
                                          repeats=repeats, round_to=8, min_seconds=args.compare_seconds)
-                    finals = [final.compare(model, [aware, uniform], record=False)
-                              for _ in range(args.final_comparisons)]
+                    finals = final_comparisons(lambda: final.compare(model, [aware, uniform], record=False),
+                                               args.final_comparisons, args.max_final_comparisons,
+                                               budget * LATENCY_TOLERANCE / 2)
                     fraction_aware, fraction_uniform = (float(np.mean(f)) for f in zip(*finals))
                     row = {**common, "budget": budget, "ms_original": entry["measured_ms"],
                            "fraction_aware": fraction_aware, "fraction_uniform": fraction_uniform,
@@ -272,8 +293,9 @@ def accuracy_part(args) -> tuple[list[dict], list[dict]]:
         # mean of --final_comparisons of them
         final = LatencyTable("tflite", threads=1, batch_size=1, round_to=8, repeats=args.repeats,
                              min_seconds=args.compare_seconds)
-        comparisons = [final.compare(model, list(candidates.values()), record=False)
-                       for _ in range(args.final_comparisons)]
+        comparisons = final_comparisons(lambda: final.compare(model, list(candidates.values()), record=False),
+                                        args.final_comparisons, args.max_final_comparisons,
+                                        args.accuracy_budget * LATENCY_TOLERANCE / 2)
         for (name, pruned), measured in zip(candidates.items(), zip(*comparisons)):
             fraction = float(np.mean(measured))
             recalibrate_batchnorm(pruned, calib, steps=4, batch_size=256)
@@ -501,6 +523,9 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--final_comparisons", type=int, default=2,
                         help="fresh comparisons of the pruned models against the original after planning (both "
                         "parts); the result is their mean")
+    parser.add_argument("--max_final_comparisons", type=int, default=5,
+                        help="more fresh comparisons, up to this many, while two standard errors of a pruned "
+                        "model's comparisons exceed half the 5%% tolerance of the budget")
     parser.add_argument("--table_repeats", type=int, default=20, help="timed calls per latency-table entry")
     parser.add_argument("--calibration_samples", type=int, default=12,
                         help="pruned versions timed end to end to fit each latency table (LatencyTable.calibrate)")
@@ -533,6 +558,9 @@ def parse_args(argv: Sequence[str] | None = None):
         parser.error("--validation_seed must differ from the calibration plans' seed 0, received 0")
     if args.final_comparisons < 1:
         parser.error(f"--final_comparisons must be at least 1, received {args.final_comparisons}")
+    if args.max_final_comparisons < args.final_comparisons:
+        parser.error(f"--max_final_comparisons must be at least --final_comparisons ({args.final_comparisons}), "
+                     f"received {args.max_final_comparisons}")
     return args
 
 
@@ -605,7 +633,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     accuracy_rows, searches = accuracy_part(args) if args.accuracy else ([], [])
     summary = accuracy_summary(accuracy_rows) if accuracy_rows else []
     timed = f"end-to-end timings of at least {args.compare_seconds:g} s; " if args.compare_seconds else ""
-    timed += f"budgets checked on the mean of {args.final_comparisons} fresh comparisons; "
+    timed += (f"budgets checked on the mean of {args.final_comparisons} fresh comparisons (up to "
+              f"{args.max_final_comparisons} while two standard errors exceed half the tolerance); ")
     if args.latency:
         timed += f"held-out plans of seed {args.validation_seed}; "
     settings = (f"{latency_lib.cpu_model()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, {latency_lib.runtime_version('tflite')}; "
