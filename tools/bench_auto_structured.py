@@ -290,7 +290,7 @@ def accuracy_part(args) -> tuple[list[dict], list[dict]]:
         candidates = {"uniform L1": uniform, UNIFORM_ANY: uniform_any, "latency-aware (knapsack, L1)": aware,
                       "searched (evolution)": searched}
         # timed as the latency part's results are: each comparison at least --compare_seconds long, the
-        # mean of --final_comparisons of them
+        # mean of --final_comparisons of them (more while they spread, up to --max_final_comparisons)
         final = LatencyTable("tflite", threads=1, batch_size=1, round_to=8, repeats=args.repeats,
                              min_seconds=args.compare_seconds)
         comparisons = final_comparisons(lambda: final.compare(model, list(candidates.values()), record=False),
